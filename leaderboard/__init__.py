@@ -1,0 +1,1 @@
+"""Result records, recomputation, ranking and pages (see the leaderboard issue)."""

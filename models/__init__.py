@@ -1,0 +1,1 @@
+"""Shared networks and the training engine (see the models issue)."""

@@ -1,0 +1,504 @@
+"""GalSim bulge + disk mock galaxies in g, r, i (any of g, r, i, z), written as a galaxy set.
+
+Each galaxy is a concentric elliptical Sersic bulge plus an inclined exponential disk (see
+:mod:`sim2obs.simgen.population` for the physics and references), convolved with a per-object,
+per-band PSF (Moffat or Kolmogorov; FWHM drawn around the SDSS g-band median of 1.4 arcsec and
+scaled with wavelength^-0.2), drawn on ``stamp`` x ``stamp`` pixels of ``pixel_scale`` arcsec,
+with sky and Poisson noise. Images are in nanomaggies per pixel, sky-subtracted like SDSS frames.
+
+Determinism: every random draw is keyed on (seed, object index), never on the shard or the
+worker, so the same seed gives the same bytes whatever the number of workers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from sim2obs.errors import ConfigError
+from sim2obs.galaxyset import ColumnSpec, GalaxySetSchema, GalaxySetWriter, StackSpec, assign_splits
+from sim2obs.provenance import package_versions, stable_hash
+from sim2obs.simgen.population import BAND_DATA, PopulationConfig, draw_population, half_light_radius
+
+GENERATOR_NAME = "galsim_bulge_disk"
+GENERATOR_VERSION = "1.0"
+_POPULATION_BLOCK = 10_000  # population drawn in fixed blocks: independent of shard size
+_STREAM_POPULATION, _STREAM_CONDITIONS, _STREAM_SECONDARY, _STREAM_OBJECT = 0, 1, 2, 3
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration (a Hydra structured config; YAML in configs/simgen/galsim.yaml)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PopulationSection:
+    """Population model knobs; see :mod:`sim2obs.simgen.population`."""
+
+    z_min: float = 0.02
+    z_max: float = 0.25
+    log_mass_min: float = 9.0          # log10 Msun
+    log_mass_max: float = 11.8
+    mag_limit_r: float | None = 17.77  # SDSS main galaxy sample; null: no flux limit
+    disk_thickness_q0: float = 0.15
+    bulge_sersic_n: list[float] = field(default_factory=lambda: [3.0, 3.5, 4.0, 4.5, 5.0])
+    metallicity_random_scatter_dex: float = 0.09
+    ml_rel_err_min: float = 0.05
+
+
+@dataclass
+class PsfSection:
+    profile: str = "moffat"            # moffat | kolmogorov
+    fwhm_g_median: float = 1.4         # arcsec, SDSS g-band median seeing
+    fwhm_scatter_dex: float = 0.07     # log-normal seeing scatter
+    moffat_beta: float = 3.5
+
+
+@dataclass
+class NoiseSection:
+    enabled: bool = True
+    # SDSS dark-sky surface brightness (mag/arcsec^2) and electrons per nanomaggy (typical frame
+    # calibration: gain / nMgyPerCount). Configurable for other surveys.
+    sky_mag_per_arcsec2: dict[str, float] = field(default_factory=lambda: {"g": 21.8, "r": 20.9, "i": 20.2, "z": 18.9})
+    electrons_per_nanomaggy: dict[str, float] = field(default_factory=lambda: {"g": 920.0, "r": 900.0, "i": 750.0, "z": 160.0})
+    read_noise_electrons: float = 5.0
+
+
+@dataclass
+class RealismSection:
+    secondary_mean: float = 0.0        # Poisson mean number of other galaxies in the frame
+    star_mean: float = 0.0             # Poisson mean number of stars in the frame
+    clumps: bool = False               # star-forming knots (galsim.RandomKnots) in the disk
+    clump_count: int = 30
+    clump_flux_fraction: float = 0.2   # fraction of the disk light in knots
+
+
+@dataclass
+class GalSimConfig:
+    """Configuration of the bulge + disk generator. Sizes in pixels, scales in arcsec/px."""
+
+    generator: str = "galsim"
+    name: str = "galsim_bulge_disk"
+    n: int = 2000
+    stamp: int = 64
+    pixel_scale: float = 0.396         # arcsec/px (SDSS); 0.168 for HSC
+    bands: list[str] = field(default_factory=lambda: ["g", "r", "i"])
+    seed: int = 20191
+    shard_size: int = 500
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    split_seed: int | None = None      # null: use seed
+    folding_threshold: float = 1e-2    # GalSim GSParams; looser than the default, ~1.3x faster
+    maxk_threshold: float = 2e-3
+    population: PopulationSection = field(default_factory=PopulationSection)
+    psf: PsfSection = field(default_factory=PsfSection)
+    noise: NoiseSection = field(default_factory=NoiseSection)
+    realism: RealismSection = field(default_factory=RealismSection)
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value is None or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, "must be " + ("non-negative" if allow_zero else "positive"), value=value)
+
+
+def validate_config(cfg: GalSimConfig) -> None:
+    """Raise :class:`ConfigError` naming the key for any value the generator cannot use."""
+    if cfg.generator != "galsim":
+        raise ConfigError("simgen.generator", "this config is not for the GalSim generator", value=cfg.generator)
+    _positive("simgen.n", cfg.n)
+    _positive("simgen.stamp", cfg.stamp)
+    if cfg.stamp < 8:
+        raise ConfigError("simgen.stamp", "stamps smaller than 8 pixels cannot hold a galaxy", value=cfg.stamp)
+    _positive("simgen.pixel_scale", cfg.pixel_scale)
+    _positive("simgen.shard_size", cfg.shard_size)
+    if not cfg.bands:
+        raise ConfigError("simgen.bands", "at least one band is needed", value=list(cfg.bands))
+    for b in cfg.bands:
+        if b not in BAND_DATA:
+            raise ConfigError("simgen.bands", "unknown band", value=b, allowed=sorted(BAND_DATA))
+    if len(set(cfg.bands)) != len(cfg.bands):
+        raise ConfigError("simgen.bands", "bands repeat", value=list(cfg.bands))
+    p = cfg.population
+    if not 0 < p.z_min < p.z_max <= 3.0:
+        raise ConfigError("simgen.population.z_min/z_max", "need 0 < z_min < z_max <= 3", value=(p.z_min, p.z_max))
+    if not 6.0 <= p.log_mass_min < p.log_mass_max <= 12.5:
+        raise ConfigError("simgen.population.log_mass_min/log_mass_max", "need 6 <= min < max <= 12.5",
+                          value=(p.log_mass_min, p.log_mass_max))
+    if not 0 < p.disk_thickness_q0 < 1:
+        raise ConfigError("simgen.population.disk_thickness_q0", "must lie in (0, 1)", value=p.disk_thickness_q0)
+    if not p.bulge_sersic_n or any(not 0.3 <= n <= 6.2 for n in p.bulge_sersic_n):
+        raise ConfigError("simgen.population.bulge_sersic_n", "Sersic indices must lie in [0.3, 6.2] "
+                          "(GalSim's range)", value=list(p.bulge_sersic_n))
+    _positive("simgen.population.metallicity_random_scatter_dex", p.metallicity_random_scatter_dex, True)
+    if p.ml_rel_err_min < 0.05:
+        raise ConfigError("simgen.population.ml_rel_err_min", "M/L uncertainties are at least 5 %",
+                          value=p.ml_rel_err_min)
+    if cfg.psf.profile not in ("moffat", "kolmogorov"):
+        raise ConfigError("simgen.psf.profile", "unknown PSF profile", value=cfg.psf.profile,
+                          allowed=["moffat", "kolmogorov"])
+    _positive("simgen.psf.fwhm_g_median", cfg.psf.fwhm_g_median)
+    _positive("simgen.psf.fwhm_scatter_dex", cfg.psf.fwhm_scatter_dex, True)
+    if cfg.psf.moffat_beta <= 1.1:
+        raise ConfigError("simgen.psf.moffat_beta", "must exceed 1.1", value=cfg.psf.moffat_beta)
+    for b in cfg.bands:
+        for key, table in (("sky_mag_per_arcsec2", cfg.noise.sky_mag_per_arcsec2),
+                           ("electrons_per_nanomaggy", cfg.noise.electrons_per_nanomaggy)):
+            if b not in table:
+                raise ConfigError(f"simgen.noise.{key}", f"no value for band {b!r}", value=dict(table))
+        _positive(f"simgen.noise.electrons_per_nanomaggy.{b}", cfg.noise.electrons_per_nanomaggy[b])
+    _positive("simgen.noise.read_noise_electrons", cfg.noise.read_noise_electrons, True)
+    r = cfg.realism
+    _positive("simgen.realism.secondary_mean", r.secondary_mean, True)
+    _positive("simgen.realism.star_mean", r.star_mean, True)
+    if not 0 <= r.clump_flux_fraction < 1:
+        raise ConfigError("simgen.realism.clump_flux_fraction", "must lie in [0, 1)", value=r.clump_flux_fraction)
+    _positive("simgen.realism.clump_count", r.clump_count)
+    if not cfg.split or any(v < 0 for v in cfg.split.values()) or not math.isclose(sum(cfg.split.values()), 1.0,
+                                                                                     abs_tol=1e-6):
+        raise ConfigError("simgen.split", "fractions must be non-negative and sum to 1", value=dict(cfg.split))
+    _positive("simgen.folding_threshold", cfg.folding_threshold)
+    _positive("simgen.maxk_threshold", cfg.maxk_threshold)
+
+
+def coerce_config(cfg: Any) -> GalSimConfig:
+    """Turn a Hydra/OmegaConf node or a dict into a validated :class:`GalSimConfig`.
+
+    Unknown keys (typos) and wrong types raise :class:`ConfigError` naming the key.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(cfg, GalSimConfig):
+        obj = cfg
+    else:
+        base = OmegaConf.structured(GalSimConfig)
+        try:
+            src = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(dict(cfg))
+            merged = OmegaConf.merge(base, src)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "simgen"
+            raise ConfigError(f"simgen.{key}" if not str(key).startswith("simgen") else str(key),
+                              str(exc).splitlines()[0]) from None
+        obj = OmegaConf.to_object(merged)
+    validate_config(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue schema
+# --------------------------------------------------------------------------------------------
+def _columns(bands: list[str]) -> list[ColumnSpec]:
+    C = ColumnSpec
+    cols = [
+        C("id", "int64", "", "object id, unique within the set"),
+        C("redshift", "float64", "", "redshift"),
+        C("luminosity_distance_mpc", "float64", "Mpc", "luminosity distance (Planck18)"),
+        C("pixel_scale_arcsec", "float64", "arcsec", "pixel size on the sky (arcsec per pixel)"),
+        C("pixel_scale_kpc", "float64", "kpc", "pixel size at the galaxy (proper kpc per pixel)"),
+        C("log_mstar", "float64", "dex(solMass)", "log10 stellar mass"),
+        C("oh12", "float64", "dex", "gas-phase metallicity 12 + log(O/H)"),
+        C("bulge_mass_fraction", "float64", "", "bulge share of the stellar mass"),
+        C("bulge_hlr_kpc", "float64", "kpc", "bulge half-light radius"),
+        C("bulge_hlr_arcsec", "float64", "arcsec", "bulge half-light radius"),
+        C("bulge_sersic_n", "float64", "", "bulge Sersic index"),
+        C("bulge_q", "float64", "", "bulge projected axis ratio b/a"),
+        C("bulge_position_angle_deg", "float64", "deg", "bulge major axis, counter-clockwise from +x"),
+        C("disk_hlr_kpc", "float64", "kpc", "disk half-light radius"),
+        C("disk_hlr_arcsec", "float64", "arcsec", "disk half-light radius"),
+        C("disk_q", "float64", "", "disk projected axis ratio b/a"),
+        C("disk_size_residual_dex", "float64", "dex", "disk size offset from the Shen et al. 2003 relation"),
+        C("inclination_deg", "float64", "deg", "disk inclination (0 face-on)"),
+        C("position_angle_deg", "float64", "deg", "disk major axis, counter-clockwise from +x"),
+        C("bulge_color_gr", "float64", "mag", "intrinsic (dust-free) bulge g - r"),
+        C("disk_color_gr", "float64", "mag", "intrinsic (dust-free) disk g - r"),
+        C("bulge_ml_offset_dex", "float64", "dex", "bulge M/L offset from the colour relation"),
+        C("disk_ml_offset_dex", "float64", "dex", "disk M/L offset from the colour relation"),
+        C("bulge_av", "float64", "mag", "bulge V-band attenuation"),
+        C("disk_av", "float64", "mag", "disk V-band attenuation (face-on + inclination term)"),
+        C("offset_x_px", "float64", "", "galaxy centre offset from the stamp centre, x (pixels)"),
+        C("offset_y_px", "float64", "", "galaxy centre offset from the stamp centre, y (pixels)"),
+        C("n_secondary", "int32", "", "other galaxies drawn in the frame"),
+        C("n_stars", "int32", "", "stars drawn in the frame"),
+    ]
+    for b in bands:
+        cols += [
+            C(f"flux_{b}", "float64", "nanomaggy", f"total {b} flux of the galaxy (all of the profile)"),
+            C(f"mag_{b}", "float64", "mag", f"total {b} AB magnitude"),
+            C(f"abs_mag_{b}", "float64", "mag", f"{b} absolute AB magnitude (no K-correction)"),
+            C(f"lum_{b}", "float64", "solLum", f"observed (attenuated) {b} luminosity"),
+            C(f"bt_{b}", "float64", "", f"bulge-to-total light ratio in {b}"),
+            C(f"r_e_{b}", "float64", "arcsec", f"half-light radius in {b}: circular aperture, noiseless, no PSF"),
+            C(f"ml_{b}", "float64", "solMass / solLum", f"stellar mass-to-light ratio in {b} (observed light)",
+              error=f"ml_{b}_err"),
+            C(f"ml_{b}_err", "float64", "solMass / solLum", f"1-sigma uncertainty of ml_{b}"),
+            C(f"psf_fwhm_{b}", "float64", "arcsec", f"PSF FWHM in {b}"),
+            C(f"sky_sigma_{b}", "float64", "nanomaggy", f"background noise per pixel in {b}"),
+            C(f"snr_{b}", "float64", "", f"matched-filter S/N of the galaxy in {b}"),
+        ]
+    return cols
+
+
+def build_schema(cfg: GalSimConfig) -> GalaxySetSchema:
+    stack = StackSpec("image", tuple(cfg.bands), cfg.stamp, cfg.stamp, unit="nanomaggy",
+                      pixel_scale_arcsec=cfg.pixel_scale,
+                      description="bulge + disk galaxy, PSF-convolved, sky-subtracted, with noise")
+    return GalaxySetSchema(stacks=(stack,), columns=tuple(_columns(list(cfg.bands))),
+                           split_names=tuple(cfg.split))
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing the parameters (in the coordinating process; cheap and vectorised)
+# --------------------------------------------------------------------------------------------
+def _seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed), *map(int, key)])
+
+
+def _population_config(cfg: GalSimConfig, mag_limit_shift: float = 0.0) -> PopulationConfig:
+    p = cfg.population
+    return PopulationConfig(z_min=p.z_min, z_max=p.z_max, log_mass_min=p.log_mass_min,
+                            log_mass_max=p.log_mass_max,
+                            mag_limit_r=None if p.mag_limit_r is None else p.mag_limit_r + mag_limit_shift,
+                            disk_thickness_q0=p.disk_thickness_q0, bulge_sersic_n=tuple(p.bulge_sersic_n),
+                            metallicity_random_scatter_dex=p.metallicity_random_scatter_dex,
+                            ml_rel_err_min=p.ml_rel_err_min)
+
+
+def _draw_in_blocks(cfg: GalSimConfig, n: int, stream: int, pop_cfg: PopulationConfig) -> dict[str, np.ndarray]:
+    parts = []
+    for block, start in enumerate(range(0, n, _POPULATION_BLOCK)):
+        rng = np.random.default_rng(_seed_sequence(cfg.seed, stream, block))
+        parts.append(draw_population(rng, min(_POPULATION_BLOCK, n - start), tuple(cfg.bands), pop_cfg))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def draw_parameters(cfg: GalSimConfig) -> dict[str, np.ndarray]:
+    """Every per-object parameter of the set, ``(n,)`` arrays: population plus observing
+    conditions (PSF FWHM per band, sub-pixel offsets)."""
+    params = _draw_in_blocks(cfg, cfg.n, _STREAM_POPULATION, _population_config(cfg))
+    rng = np.random.default_rng(_seed_sequence(cfg.seed, _STREAM_CONDITIONS))
+    fwhm_g = cfg.psf.fwhm_g_median * 10.0 ** rng.normal(0.0, cfg.psf.fwhm_scatter_dex, cfg.n)
+    for b in cfg.bands:  # Kolmogorov seeing: FWHM ~ wavelength^-0.2
+        params[f"psf_fwhm_{b}"] = fwhm_g * (BAND_DATA[b]["wavelength_nm"] / BAND_DATA["g"]["wavelength_nm"]) ** -0.2
+    params["offset_x_px"] = rng.uniform(-0.5, 0.5, cfg.n)
+    params["offset_y_px"] = rng.uniform(-0.5, 0.5, cfg.n)
+    params["pixel_scale_arcsec"] = np.full(cfg.n, cfg.pixel_scale)
+    params["pixel_scale_kpc"] = cfg.pixel_scale / params["arcsec_per_kpc"]
+    return params
+
+
+def draw_secondary_pool(cfg: GalSimConfig) -> dict[str, np.ndarray] | None:
+    """Galaxies that appear beside the targets: the same population, 2 mag deeper."""
+    if cfg.realism.secondary_mean <= 0:
+        return None
+    size = int(max(64, min(5 * cfg.realism.secondary_mean * cfg.n, 20_000)))
+    return _draw_in_blocks(cfg, size, _STREAM_SECONDARY, _population_config(cfg, mag_limit_shift=2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering (in the workers)
+# --------------------------------------------------------------------------------------------
+def _gsparams(cfg: GalSimConfig):
+    import galsim
+
+    return galsim.GSParams(folding_threshold=cfg.folding_threshold, maxk_threshold=cfg.maxk_threshold)
+
+
+def galaxy_profile(row: Mapping[str, float], band: str, components=("bulge", "disk"), gsparams=None,
+                   knots_rng=None, clump_count: int = 0, clump_fraction: float = 0.0):
+    """The GalSim profile (no PSF) of one galaxy in ``band``: fluxes in nanomaggies, sizes in
+    arcsec. ``components`` selects bulge and/or disk (to check B/T by drawing them alone)."""
+    import galsim
+
+    flux = row[f"flux_{band}"]
+    bt = row[f"bt_{band}"]
+    parts = []
+    if "bulge" in components:
+        parts.append(galsim.Sersic(n=float(row["bulge_sersic_n"]), half_light_radius=float(row["bulge_hlr_arcsec"]),
+                                   flux=float(flux * bt), gsparams=gsparams)
+                     .shear(q=float(row["bulge_q"]), beta=float(row["bulge_position_angle_deg"]) * galsim.degrees))
+    if "disk" in components:
+        disk_flux = float(flux * (1.0 - bt))
+        beta = float(row["position_angle_deg"]) * galsim.degrees
+        q = float(row["disk_q"])
+        hlr = float(row["disk_hlr_arcsec"])
+        smooth = galsim.Exponential(half_light_radius=hlr, flux=disk_flux * (1.0 - clump_fraction), gsparams=gsparams)
+        parts.append(smooth.shear(q=q, beta=beta))
+        if clump_count and clump_fraction > 0:
+            knots = galsim.RandomKnots(clump_count, half_light_radius=hlr, flux=disk_flux * clump_fraction,
+                                       rng=knots_rng, gsparams=gsparams)
+            parts.append(knots.shear(q=q, beta=beta))
+    if not parts:
+        raise ValueError(f"no components selected from {components!r}")
+    return parts[0] if len(parts) == 1 else galsim.Add(parts, gsparams=gsparams)
+
+
+def psf_profile(cfg: GalSimConfig, fwhm: float, gsparams=None):
+    import galsim
+
+    if cfg.psf.profile == "moffat":
+        return galsim.Moffat(beta=cfg.psf.moffat_beta, fwhm=float(fwhm), gsparams=gsparams)
+    return galsim.Kolmogorov(fwhm=float(fwhm), gsparams=gsparams)
+
+
+def sky_level_nmgy(cfg: GalSimConfig, band: str) -> float:
+    """Sky per pixel in nanomaggies from the sky surface brightness."""
+    return 10.0 ** (-0.4 * (cfg.noise.sky_mag_per_arcsec2[band] - 22.5)) * cfg.pixel_scale**2
+
+
+def sky_sigma_nmgy(cfg: GalSimConfig, band: str) -> float:
+    """Background noise per pixel (nanomaggies): sky Poisson noise plus read noise."""
+    if not cfg.noise.enabled:
+        return 0.0
+    e = cfg.noise.electrons_per_nanomaggy[band]
+    return math.sqrt(sky_level_nmgy(cfg, band) * e + cfg.noise.read_noise_electrons**2) / e
+
+
+def _object_seed(cfg: GalSimConfig, index: int, purpose: int) -> int:
+    return int(_seed_sequence(cfg.seed, _STREAM_OBJECT, index, purpose).generate_state(1)[0])
+
+
+def render_object(cfg: GalSimConfig, row: Mapping[str, float], index: int, pool: dict | None = None):
+    """Draw one object in every band. Returns ``(images (bands, stamp, stamp) float32,
+    extra catalogue values)``."""
+    import galsim
+
+    gsp = _gsparams(cfg)
+    rng = np.random.default_rng(_seed_sequence(cfg.seed, _STREAM_OBJECT, index, 0))
+    r = cfg.realism
+    n_sec = int(rng.poisson(r.secondary_mean)) if pool is not None else 0
+    n_star = int(rng.poisson(r.star_mean)) if r.star_mean > 0 else 0
+    half = cfg.stamp * cfg.pixel_scale / 2.0
+    sec_idx = rng.integers(0, len(pool["redshift"]), n_sec) if n_sec else np.zeros(0, int)
+    # Secondaries and stars stay out of the central 3 arcsec, where the target lives.
+    sec_pos = _positions_outside(rng, n_sec, half, 3.0)
+    star_pos = _positions_outside(rng, n_star, half, 3.0)
+    star_mag_r = rng.uniform(14.0, 20.0, n_star)
+    star_gr = rng.normal(0.6, 0.3, n_star)
+    knots_seed = _object_seed(cfg, index, 1)
+    noise_seed = _object_seed(cfg, index, 2)
+    offset = galsim.PositionD(float(row["offset_x_px"]), float(row["offset_y_px"]))
+
+    images = np.empty((len(cfg.bands), cfg.stamp, cfg.stamp), dtype=np.float32)
+    extra: dict[str, float] = {"n_secondary": n_sec, "n_stars": n_star}
+    for k, band in enumerate(cfg.bands):
+        psf = psf_profile(cfg, row[f"psf_fwhm_{band}"], gsp)
+        gal = galaxy_profile(row, band, gsparams=gsp,
+                             knots_rng=galsim.BaseDeviate(knots_seed) if r.clumps else None,
+                             clump_count=r.clump_count if r.clumps else 0,
+                             clump_fraction=r.clump_flux_fraction if r.clumps else 0.0)
+        im = galsim.ImageF(cfg.stamp, cfg.stamp, scale=cfg.pixel_scale)
+        galsim.Convolve([gal, psf], gsparams=gsp).drawImage(image=im, offset=offset)
+        sigma = sky_sigma_nmgy(cfg, band)
+        extra[f"sky_sigma_{band}"] = sigma
+        extra[f"snr_{band}"] = float(np.sqrt(np.sum(im.array.astype(np.float64) ** 2)) / sigma) if sigma > 0 else np.inf
+        for j in range(n_sec):
+            srow = {key: pool[key][sec_idx[j]] for key in pool}
+            sgal = galaxy_profile(srow, band, gsparams=gsp)
+            galsim.Convolve([sgal, psf], gsparams=gsp).drawImage(
+                image=im, add_to_image=True, offset=offset + galsim.PositionD(*(sec_pos[j] / cfg.pixel_scale)))
+        for j in range(n_star):
+            colour_shift = {"g": star_gr[j], "r": 0.0, "i": -0.4 * star_gr[j], "z": -0.6 * star_gr[j]}[band]
+            flux = 10.0 ** (-0.4 * (star_mag_r[j] + colour_shift - 22.5))
+            psf.withFlux(flux).drawImage(image=im, add_to_image=True,
+                                         offset=offset + galsim.PositionD(*(star_pos[j] / cfg.pixel_scale)))
+        if cfg.noise.enabled:
+            e = cfg.noise.electrons_per_nanomaggy[band]
+            im *= e
+            im.addNoise(galsim.CCDNoise(galsim.BaseDeviate(noise_seed + k), sky_level=sky_level_nmgy(cfg, band) * e,
+                                        gain=1.0, read_noise=cfg.noise.read_noise_electrons))
+            im /= e
+        images[k] = im.array
+    return images, extra
+
+
+def _positions_outside(rng: np.random.Generator, n: int, half: float, r_min: float) -> np.ndarray:
+    """``n`` positions (arcsec from the centre) uniform in the stamp, outside radius ``r_min``."""
+    out = np.zeros((n, 2))
+    for j in range(n):
+        while True:
+            xy = rng.uniform(-half, half, 2)
+            if np.hypot(*xy) >= min(r_min, 0.8 * half):
+                out[j] = xy
+                break
+    return out
+
+
+def render_shard(cfg_dict: dict, writer: GalaxySetWriter, index: int, params: dict[str, np.ndarray],
+                 split: np.ndarray, pool: dict | None) -> dict[str, float]:
+    """Worker job: draw the objects of shard ``index`` and write the shard atomically."""
+    cfg = coerce_config(cfg_dict)
+    t0 = time.perf_counter()
+    start, stop = writer.shard_range(index)
+    n = stop - start
+    images = np.empty((n, len(cfg.bands), cfg.stamp, cfg.stamp), dtype=np.float32)
+    extras: dict[str, np.ndarray] = {}
+    for j in range(n):
+        row = {k: v[j] for k, v in params.items()}
+        images[j], extra = render_object(cfg, row, start + j, pool)
+        for key, value in extra.items():
+            extras.setdefault(key, np.empty(n))[j] = value
+    catalog = {"id": np.arange(start, stop, dtype=np.int64)}
+    for b in cfg.bands:
+        catalog[f"r_e_{b}"] = half_light_radius(
+            params[f"flux_{b}"] * params[f"bt_{b}"], params["bulge_hlr_arcsec"], params["bulge_sersic_n"],
+            params["bulge_q"], params[f"flux_{b}"] * (1 - params[f"bt_{b}"]), params["disk_hlr_arcsec"],
+            params["disk_q"])
+        catalog[f"ml_{b}_err"] = params[f"ml_{b}"] * params["ml_rel_err"]
+    catalog.update(extras)
+    for spec in writer.schema.columns:
+        if spec.name not in catalog:
+            catalog[spec.name] = params[spec.name]
+    writer.write_shard(index, {"image": images}, catalog, split)
+    return {"shard": index, "objects": n, "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None, overwrite: bool = False,
+             progress: bool = True, resolved_config: Mapping[str, Any] | None = None) -> Path:
+    """Generate a bulge + disk galaxy set at directory ``out``; return its path.
+
+    ``cfg`` is a :class:`GalSimConfig`, a dict or an OmegaConf node. ``cluster`` is the Dask
+    cluster config (default: a local cluster, one single-threaded worker per core). A set
+    already complete at ``out`` with the same build is returned as it is; a partial one is
+    completed (only missing shards are drawn).
+    """
+    from sim2obs.parallel import run_shards
+    from sim2obs.galaxyset import MANIFEST_NAME, open_galaxy_set
+
+    cfg = coerce_config(cfg)
+    cfg_dict = asdict(cfg)
+    out = Path(out)
+    build_key = stable_hash({"generator": GENERATOR_NAME, "version": GENERATOR_VERSION, "config": cfg_dict})
+    writer = GalaxySetWriter(out, build_schema(cfg), cfg.n, cfg.shard_size, build_key)
+    writer.prepare(overwrite=overwrite)
+    manifest = out / MANIFEST_NAME
+    if manifest.exists() and not writer.missing_shards():
+        gs = open_galaxy_set(out, check="schema")
+        if gs.manifest.get("build_key") == build_key:
+            return out
+    params = draw_parameters(cfg)
+    pool = draw_secondary_pool(cfg)
+    codes, _ = assign_splits(cfg.n, cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed)
+    todo = writer.missing_shards()
+    args = []
+    for i in todo:
+        a, b = writer.shard_range(i)
+        args.append((cfg_dict, writer, i, {k: v[a:b] for k, v in params.items()}, codes[a:b], pool))
+    t0 = time.perf_counter()
+    run_shards(render_shard, args, cluster or {"kind": "local"}, desc=f"generate {cfg.name}", progress=progress)
+    provenance = {
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "seed": cfg.seed,
+        "config": cfg_dict,
+        "resolved_config": dict(resolved_config) if resolved_config is not None else None,
+        "package_versions": package_versions(),
+        "created_unix": time.time(),
+        "render_seconds_this_run": time.perf_counter() - t0,
+        "shards_rendered_this_run": len(todo),
+    }
+    writer.finalize(cfg.name, provenance)
+    return out

@@ -1,0 +1,293 @@
+"""Physical population model behind the GalSim bulge + disk galaxies.
+
+Every relation below is a published low-redshift (SDSS-era) scaling relation or a documented
+simplification of one. They are used as published; none is tuned to make any model look good.
+
+Masses in solar masses, radii in kpc (half-light, area-preserving), angles in radians inside the
+model (degrees in the catalogue), magnitudes AB, fluxes in nanomaggies (22.5 AB mag = 1 nmgy).
+
+References
+----------
+- Stellar mass function: Baldry et al. 2012, MNRAS 421, 621 (GAMA, double Schechter, z < 0.06):
+  log M* = 10.66, phi1 = 3.96e-3, alpha1 = -0.35, phi2 = 0.79e-3, alpha2 = -1.47.
+- Redshifts: uniform in comoving volume (astropy ``Planck18``), then the SDSS main-sample flux
+  limit r <= 17.77 (Strauss et al. 2002) applied to the total r magnitude.
+- Bulge mass fraction: mean rises with stellar mass, as in the bulge + disk decompositions of
+  SDSS galaxies (Simard et al. 2011; Mendel et al. 2014); a Beta distribution around a logistic
+  mean in log M*.
+- Sizes: Shen et al. 2003, MNRAS 343, 978, eqs. 17-19: early-type R50 = 2.88e-6 M^0.56 kpc for the
+  bulge (at the bulge's mass); late-type R50 = 0.10 M^0.14 (1 + M/3.98e10)^0.25 kpc for the disk
+  (at the disk's mass); log-normal scatter sigma_lnR = s2 + (s1 - s2) / (1 + (M/M0)^2).
+- Disk inclination: isotropic (cos i uniform); apparent axis ratio q = sqrt(cos^2 i + q0^2 sin^2 i)
+  with intrinsic thickness q0 (Hubble 1926; Holmberg 1958).
+- Colours and mass-to-light: intrinsic g - r per component (bulge red and old, disk bluer and
+  redder with mass, after the SDSS colour-mass sequences of Baldry et al. 2004), then
+  log(M/L_band) = a_band + b_band (g - r) from Bell et al. 2003, ApJS 149, 289, Table 7, plus an
+  age-metallicity scatter at fixed colour (Bell & de Jong 2001; Zibetti et al. 2009 find ~0.1 dex).
+- Dust: inclination-dependent disk attenuation A = A_0 + gamma log10(a/b) (Giovanelli et al. 1994;
+  Masters et al. 2010, who find gamma rising with galaxy mass), bulges lightly attenuated;
+  band ratios A_band / A_V from Cardelli et al. 1989 (R_V = 3.1) as tabulated by Schlegel et al.
+  1998, Table 6. The catalogue M/L is M* over the observed (attenuated) luminosity, as in
+  SED-fitting catalogues such as GSWLC.
+- Absolute magnitudes of the Sun (AB): Willmer 2018, ApJS 236, 47.
+- Gas-phase metallicity: Tremonti et al. 2004 mass-metallicity relation as written in Wu & Boada
+  2019, eq. 3, Z = -1.492 + 1.847 x - 0.08026 x^2 (x = log M*, flat above its 11.5 peak), with
+  part of the scatter tied to structure: larger galaxies at fixed mass are more metal-poor
+  (Ellison et al. 2008), bulge-dominated ones more metal-rich.
+- M/L uncertainty: relative error at least 5 %, growing for fainter galaxies, like the SED-fit
+  errors of GSWLC (Salim et al. 2016).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+# Effective wavelengths (nm), solar absolute AB magnitudes (Willmer 2018), Bell et al. 2003
+# (g - r) -> log M/L coefficients, and CCM A_band / A_V (Schlegel et al. 1998 Table 6 / 3.1).
+BAND_DATA: dict[str, dict[str, float]] = {
+    "g": {"wavelength_nm": 477.0, "msun_ab": 5.11, "bell_a": -0.499, "bell_b": 1.519, "a_over_av": 1.224},
+    "r": {"wavelength_nm": 623.0, "msun_ab": 4.65, "bell_a": -0.306, "bell_b": 1.097, "a_over_av": 0.887},
+    "i": {"wavelength_nm": 763.0, "msun_ab": 4.53, "bell_a": -0.222, "bell_b": 0.864, "a_over_av": 0.673},
+    "z": {"wavelength_nm": 913.0, "msun_ab": 4.50, "bell_a": -0.223, "bell_b": 0.689, "a_over_av": 0.477},
+}
+
+# Baldry et al. 2012 double Schechter function (h = 0.7).
+GSMF_LOGMSTAR, GSMF_PHI1, GSMF_ALPHA1, GSMF_PHI2, GSMF_ALPHA2 = 10.66, 3.96e-3, -0.35, 0.79e-3, -1.47
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """Knobs of the population model (units in the names)."""
+
+    z_min: float = 0.02
+    z_max: float = 0.25
+    log_mass_min: float = 9.0
+    log_mass_max: float = 11.8
+    mag_limit_r: float | None = 17.77
+    disk_thickness_q0: float = 0.15
+    bulge_sersic_n: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5, 5.0)
+    metallicity_random_scatter_dex: float = 0.09
+    ml_rel_err_min: float = 0.05
+
+
+def schechter_log_mass_pdf(log_m: np.ndarray) -> np.ndarray:
+    """Baldry et al. 2012 double Schechter dn/dlogM (Mpc^-3 dex^-1) at ``log_m`` (log Msun)."""
+    x = 10.0 ** (log_m - GSMF_LOGMSTAR)
+    return np.log(10) * np.exp(-x) * (GSMF_PHI1 * x ** (GSMF_ALPHA1 + 1) + GSMF_PHI2 * x ** (GSMF_ALPHA2 + 1))
+
+
+def _inverse_cdf_sampler(grid: np.ndarray, pdf: np.ndarray):
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
+    cdf /= cdf[-1]
+    return lambda u: np.interp(u, cdf, grid)
+
+
+def mean_bulge_fraction(log_m: np.ndarray) -> np.ndarray:
+    """Mean bulge mass fraction at stellar mass ``log_m``: ~0.05 for dwarfs, ~0.6 above 10^11."""
+    return 0.05 + 0.55 / (1.0 + np.exp(-(log_m - 10.6) / 0.3))
+
+
+def shen_size_early(mass: np.ndarray) -> np.ndarray:
+    """Shen et al. 2003 eq. 17: median R50 (kpc) of early types of stellar mass ``mass`` (Msun)."""
+    return 2.88e-6 * mass ** 0.56
+
+
+def shen_size_late(mass: np.ndarray) -> np.ndarray:
+    """Shen et al. 2003 eq. 18: median R50 (kpc) of late types of stellar mass ``mass`` (Msun)."""
+    return 0.10 * mass ** 0.14 * (1.0 + mass / 3.98e10) ** (0.39 - 0.14)
+
+
+def shen_scatter_ln(mass: np.ndarray, s1: float, s2: float) -> np.ndarray:
+    """Shen et al. 2003 eq. 19: scatter in ln R50 at stellar mass ``mass`` (Msun)."""
+    return s2 + (s1 - s2) / (1.0 + (mass / 3.98e10) ** 2)
+
+
+def mass_metallicity(log_m: np.ndarray) -> np.ndarray:
+    """Tremonti et al. 2004 MZR, 12 + log(O/H), as Wu & Boada 2019 eq. 3 (flat above 11.5)."""
+    x = np.minimum(log_m, 11.5)
+    return -1.492 + 1.847 * x - 0.08026 * x**2
+
+
+def bell_log_ml(band: str, g_minus_r: np.ndarray) -> np.ndarray:
+    """Bell et al. 2003 Table 7: log10 M/L_band (solar units) from intrinsic g - r."""
+    d = BAND_DATA[band]
+    return d["bell_a"] + d["bell_b"] * g_minus_r
+
+
+def apparent_axis_ratio(cos_i: np.ndarray, q0: float) -> np.ndarray:
+    """Projected axis ratio of an oblate disk of intrinsic thickness ``q0`` at inclination i."""
+    return np.sqrt(cos_i**2 + q0**2 * (1.0 - cos_i**2))
+
+
+def draw_population(rng: np.random.Generator, n: int, bands: tuple[str, ...], cfg: PopulationConfig,
+                    cosmology=None) -> dict[str, np.ndarray]:
+    """Draw ``n`` galaxies that pass the flux limit. Returns a dict of ``(n,)`` arrays.
+
+    Keys include the structural parameters (bulge and disk half-light radii in kpc and arcsec,
+    Sersic index, axis ratios, position angles), physical labels (log M*, M/L per band, 12 +
+    log(O/H)), per-band observed bulge and disk fluxes (nmgy), redshift and distances.
+    """
+    from astropy.cosmology import Planck18
+
+    cosmo = cosmology or Planck18
+    z_grid = np.linspace(cfg.z_min, cfg.z_max, 512)
+    dv = cosmo.differential_comoving_volume(z_grid).value
+    draw_z = _inverse_cdf_sampler(z_grid, dv)
+    m_grid = np.linspace(cfg.log_mass_min, cfg.log_mass_max, 512)
+    draw_m = _inverse_cdf_sampler(m_grid, schechter_log_mass_pdf(m_grid))
+    zs = np.linspace(max(cfg.z_min - 1e-3, 1e-4), cfg.z_max + 1e-3, 1024)
+    distmod_grid = cosmo.distmod(zs).value
+    arcsec_per_kpc_grid = cosmo.arcsec_per_kpc_proper(zs).value
+    dl_grid = cosmo.luminosity_distance(zs).value
+
+    obs_bands = tuple(dict.fromkeys((*bands, "r")))  # the flux limit is in r
+    parts: list[dict[str, np.ndarray]] = []
+    have = 0
+    batch = min(max(256, 4 * n), 200_000)
+    for _ in range(1000):
+        p = _draw_batch(rng, batch, obs_bands, cfg, draw_z, draw_m)
+        p["distmod"] = np.interp(p["redshift"], zs, distmod_grid)
+        p["arcsec_per_kpc"] = np.interp(p["redshift"], zs, arcsec_per_kpc_grid)
+        p["luminosity_distance_mpc"] = np.interp(p["redshift"], zs, dl_grid)
+        _observe(p, obs_bands)
+        if cfg.mag_limit_r is not None:
+            keep = p["mag_r"] <= cfg.mag_limit_r
+            p = {k: v[keep] for k, v in p.items()}
+        parts.append(p)
+        have += len(p["redshift"])
+        if have >= n:
+            break
+    else:
+        raise RuntimeError("flux limit rejected almost every galaxy; loosen mag_limit_r or the mass range")
+    out = {k: np.concatenate([q[k] for q in parts])[:n] for k in parts[0]}
+    _metallicity_and_errors(rng, out, cfg)
+    return out
+
+
+def _draw_batch(rng, m: int, bands, cfg: PopulationConfig, draw_z, draw_m) -> dict[str, np.ndarray]:
+    p: dict[str, np.ndarray] = {}
+    p["redshift"] = draw_z(rng.uniform(size=m))
+    log_m = draw_m(rng.uniform(size=m))
+    p["log_mstar"] = log_m
+    mass = 10.0**log_m
+
+    # Bulge mass fraction: Beta distribution (concentration 4) around the mass-dependent mean.
+    mu = mean_bulge_fraction(log_m)
+    kappa = 4.0
+    f_b = rng.beta(mu * kappa, (1.0 - mu) * kappa)
+    f_b = np.clip(f_b, 1e-3, 1.0 - 1e-3)
+    p["bulge_mass_fraction"] = f_b
+    m_b, m_d = f_b * mass, (1.0 - f_b) * mass
+
+    # Sizes (kpc): Shen et al. 2003 at each component's own mass, log-normal scatter.
+    eps_b = rng.normal(size=m)
+    eps_d = rng.normal(size=m)
+    p["bulge_hlr_kpc"] = np.clip(shen_size_early(m_b) * np.exp(shen_scatter_ln(m_b, 0.45, 0.27) * eps_b), 0.05, 30)
+    p["disk_hlr_kpc"] = np.clip(shen_size_late(m_d) * np.exp(shen_scatter_ln(m_d, 0.47, 0.34) * eps_d), 0.2, 50)
+    # Disk size offset from the median relation (dex): drives part of the metallicity scatter.
+    p["disk_size_residual_dex"] = np.log10(p["disk_hlr_kpc"] / shen_size_late(m_d))
+
+    # Orientation and shape.
+    cos_i = rng.uniform(size=m)
+    p["inclination_deg"] = np.degrees(np.arccos(cos_i))
+    p["disk_q"] = apparent_axis_ratio(cos_i, cfg.disk_thickness_q0)
+    p["position_angle_deg"] = rng.uniform(0.0, 180.0, size=m)
+    p["bulge_q"] = rng.uniform(0.6, 1.0, size=m)
+    p["bulge_position_angle_deg"] = (p["position_angle_deg"] + rng.normal(0.0, 10.0, size=m)) % 180.0
+    p["bulge_sersic_n"] = rng.choice(np.asarray(cfg.bulge_sersic_n, dtype=float), size=m)
+
+    # Intrinsic colours: red old bulges; disks bluer, redder at higher mass.
+    p["bulge_color_gr"] = np.clip(0.74 + 0.04 * (log_m - 10.0) + rng.normal(0, 0.04, m), 0.55, 0.95)
+    p["disk_color_gr"] = np.clip(0.45 + 0.12 * (log_m - 10.0) + rng.normal(0, 0.07, m), 0.15, 0.85)
+    # Age-metallicity degeneracy: M/L scatter at fixed colour (dex), the same in every band.
+    p["bulge_ml_offset_dex"] = rng.normal(0.0, 0.05, m)
+    p["disk_ml_offset_dex"] = rng.normal(0.0, 0.10, m)
+
+    # Dust (V band, mag): face-on disk attenuation plus inclination term; light bulge attenuation.
+    a0 = rng.lognormal(np.log(0.2), 0.5, m)
+    gamma = np.clip(0.6 + 0.4 * (log_m - 10.0), 0.2, 1.4)
+    p["disk_av"] = a0 + gamma * np.log10(1.0 / p["disk_q"])
+    p["bulge_av"] = 0.3 * a0
+
+    # Intrinsic luminosities per band (Lsun) from Bell M/L, then attenuation.
+    for band in bands:
+        ml_b = 10.0 ** (bell_log_ml(band, p["bulge_color_gr"]) + p["bulge_ml_offset_dex"])
+        ml_d = 10.0 ** (bell_log_ml(band, p["disk_color_gr"]) + p["disk_ml_offset_dex"])
+        k = BAND_DATA[band]["a_over_av"]
+        p[f"lum_bulge_{band}"] = m_b / ml_b * 10.0 ** (-0.4 * k * p["bulge_av"])
+        p[f"lum_disk_{band}"] = m_d / ml_d * 10.0 ** (-0.4 * k * p["disk_av"])
+    return p
+
+
+def _observe(p: dict[str, np.ndarray], bands) -> None:
+    """Observed fluxes, magnitudes, B/T and M/L per band (in place)."""
+    mass = 10.0 ** p["log_mstar"]
+    for band in bands:
+        msun = BAND_DATA[band]["msun_ab"]
+        lum = p[f"lum_bulge_{band}"] + p[f"lum_disk_{band}"]
+        abs_mag = msun - 2.5 * np.log10(lum)
+        mag = abs_mag + p["distmod"]
+        flux = 10.0 ** (-0.4 * (mag - 22.5))
+        bt = p[f"lum_bulge_{band}"] / lum
+        p[f"lum_{band}"] = lum
+        p[f"abs_mag_{band}"] = abs_mag
+        p[f"mag_{band}"] = mag
+        p[f"flux_{band}"] = flux
+        p[f"bt_{band}"] = bt
+        p[f"ml_{band}"] = mass / lum
+    p["bulge_hlr_arcsec"] = p["bulge_hlr_kpc"] * p["arcsec_per_kpc"]
+    p["disk_hlr_arcsec"] = p["disk_hlr_kpc"] * p["arcsec_per_kpc"]
+
+
+def _metallicity_and_errors(rng, p: dict[str, np.ndarray], cfg: PopulationConfig) -> None:
+    n = len(p["redshift"])
+    log_m = p["log_mstar"]
+    bt_excess = p["bulge_mass_fraction"] - mean_bulge_fraction(log_m)
+    p["oh12"] = (mass_metallicity(log_m) - 0.15 * p["disk_size_residual_dex"] + 0.15 * bt_excess
+                 + rng.normal(0.0, cfg.metallicity_random_scatter_dex, n))
+    rel = cfg.ml_rel_err_min + 0.10 * np.clip((p["mag_r"] - 14.0) / 4.0, 0.0, 1.0)
+    p["ml_rel_err"] = rel
+
+
+# --------------------------------------------------------------------------------------------
+# Half-light radius of the bulge + disk model (no PSF), analytic
+# --------------------------------------------------------------------------------------------
+def _sersic_b(n: np.ndarray) -> np.ndarray:
+    return special.gammaincinv(2.0 * n, 0.5)
+
+
+def _enclosed_fraction(radius: np.ndarray, hlr: np.ndarray, n: np.ndarray, q: np.ndarray,
+                       n_theta: int = 48) -> np.ndarray:
+    """Fraction of an elliptical (area-preserving shear, axis ratio q) Sersic profile's flux
+    inside a circle of ``radius`` about its centre: (1/2pi) int P(R s)/s^2 dtheta with
+    s(theta)^2 = q cos^2 + sin^2 / q and P the circular enclosed fraction."""
+    theta = (np.arange(n_theta) + 0.5) * (0.5 * np.pi / n_theta)  # quarter period suffices
+    s2 = q[:, None] * np.cos(theta) ** 2 + np.sin(theta) ** 2 / q[:, None]
+    x = radius[:, None] * np.sqrt(s2) / hlr[:, None]
+    b = _sersic_b(n)[:, None]
+    frac = special.gammainc(2.0 * n[:, None], b * x ** (1.0 / n[:, None]))
+    return np.mean(frac / s2, axis=1)
+
+
+def half_light_radius(flux_bulge: np.ndarray, hlr_bulge: np.ndarray, n_bulge: np.ndarray, q_bulge: np.ndarray,
+                      flux_disk: np.ndarray, hlr_disk: np.ndarray, q_disk: np.ndarray,
+                      iterations: int = 40) -> np.ndarray:
+    """Radius (same unit as the inputs) of the centred circle holding half the total light of
+    a concentric elliptical Sersic bulge + exponential disk, before PSF. Position angles do not
+    enter: a circle is rotation invariant. Vectorised bisection, ``(n,)`` in and out."""
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
+                                   (flux_bulge, hlr_bulge, n_bulge, q_bulge, flux_disk, hlr_disk, q_disk)))
+    fb, hb, nb, qb, fd, hd, qd = (a.ravel() for a in arrays)
+    total = fb + fd
+    lo = np.zeros_like(total)
+    hi = 10.0 * np.maximum(hb / np.sqrt(qb), hd / np.sqrt(qd))
+    ones = np.ones_like(total)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        enc = fb * _enclosed_fraction(mid, hb, nb, qb) + fd * _enclosed_fraction(mid, hd, ones, qd)
+        above = enc >= 0.5 * total
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return (0.5 * (lo + hi)).reshape(arrays[0].shape)

@@ -1,0 +1,1 @@
+"""Benchmark tasks (see the tasks issue)."""
