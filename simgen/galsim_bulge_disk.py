@@ -44,6 +44,9 @@ class PopulationSection:
     mag_limit_r: float | None = 17.77  # SDSS main galaxy sample; null: no flux limit
     disk_thickness_q0: float = 0.15
     bulge_sersic_n: list[float] = field(default_factory=lambda: [3.0, 3.5, 4.0, 4.5, 5.0])
+    bulge_fraction_model: str = "mass"  # mass | uniform
+    bulge_fraction_min: float = 0.0    # bulge mass fraction range, within [0, 1]
+    bulge_fraction_max: float = 1.0
     metallicity_random_scatter_dex: float = 0.09
     ml_rel_err_min: float = 0.05
 
@@ -130,6 +133,16 @@ def validate_config(cfg: GalSimConfig) -> None:
     if not p.bulge_sersic_n or any(not 0.3 <= n <= 6.2 for n in p.bulge_sersic_n):
         raise ConfigError("simgen.population.bulge_sersic_n", "Sersic indices must lie in [0.3, 6.2] "
                           "(GalSim's range)", value=list(p.bulge_sersic_n))
+    if p.bulge_fraction_model not in ("mass", "uniform"):
+        raise ConfigError("simgen.population.bulge_fraction_model", "unknown model", value=p.bulge_fraction_model,
+                          allowed=["mass", "uniform"])
+    for key in ("bulge_fraction_min", "bulge_fraction_max"):
+        value = getattr(p, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"simgen.population.{key}", "B/T must lie in [0, 1]", value=value)
+    if p.bulge_fraction_min >= p.bulge_fraction_max:
+        raise ConfigError("simgen.population.bulge_fraction_min", "must be below bulge_fraction_max",
+                          value=(p.bulge_fraction_min, p.bulge_fraction_max))
     _positive("simgen.population.metallicity_random_scatter_dex", p.metallicity_random_scatter_dex, True)
     if p.ml_rel_err_min < 0.05:
         raise ConfigError("simgen.population.ml_rel_err_min", "M/L uncertainties are at least 5 %",
@@ -260,6 +273,8 @@ def _population_config(cfg: GalSimConfig, mag_limit_shift: float = 0.0) -> Popul
                             log_mass_max=p.log_mass_max,
                             mag_limit_r=None if p.mag_limit_r is None else p.mag_limit_r + mag_limit_shift,
                             disk_thickness_q0=p.disk_thickness_q0, bulge_sersic_n=tuple(p.bulge_sersic_n),
+                            bulge_fraction_model=p.bulge_fraction_model, bulge_fraction_min=p.bulge_fraction_min,
+                            bulge_fraction_max=p.bulge_fraction_max,
                             metallicity_random_scatter_dex=p.metallicity_random_scatter_dex,
                             ml_rel_err_min=p.ml_rel_err_min)
 

@@ -68,6 +68,9 @@ class PopulationConfig:
     mag_limit_r: float | None = 17.77
     disk_thickness_q0: float = 0.15
     bulge_sersic_n: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5, 5.0)
+    bulge_fraction_model: str = "mass"   # "mass": Beta around the mass trend; "uniform": GaMPEN-like prior
+    bulge_fraction_min: float = 0.0
+    bulge_fraction_max: float = 1.0
     metallicity_random_scatter_dex: float = 0.09
     ml_rel_err_min: float = 0.05
 
@@ -173,11 +176,15 @@ def _draw_batch(rng, m: int, bands, cfg: PopulationConfig, draw_z, draw_m) -> di
     p["log_mstar"] = log_m
     mass = 10.0**log_m
 
-    # Bulge mass fraction: Beta distribution (concentration 4) around the mass-dependent mean.
-    mu = mean_bulge_fraction(log_m)
-    kappa = 4.0
-    f_b = rng.beta(mu * kappa, (1.0 - mu) * kappa)
-    f_b = np.clip(f_b, 1e-3, 1.0 - 1e-3)
+    # Bulge mass fraction: Beta distribution (concentration 4) around the mass-dependent mean, or
+    # uniform (the flat priors GaMPEN trains on). Kept off exactly 0 and 1 so both components exist.
+    if cfg.bulge_fraction_model == "uniform":
+        f_b = rng.uniform(cfg.bulge_fraction_min, cfg.bulge_fraction_max, m)
+    else:
+        mu = mean_bulge_fraction(log_m)
+        kappa = 4.0
+        f_b = rng.beta(mu * kappa, (1.0 - mu) * kappa)
+    f_b = np.clip(f_b, max(cfg.bulge_fraction_min, 1e-3), min(cfg.bulge_fraction_max, 1.0 - 1e-3))
     p["bulge_mass_fraction"] = f_b
     m_b, m_d = f_b * mass, (1.0 - f_b) * mass
 
