@@ -25,14 +25,14 @@ def _fail(exc: Exception) -> None:
 
 
 def _default_set_path(cfg) -> Path:
-    """``<data_dir>/<name>-<hash>``: one folder per distinct generator config."""
-    from dataclasses import asdict
+    """``<data_dir>/<name>-<hash>``: one folder per distinct generator config (the generator
+    validates the config itself before it writes anything)."""
+    from omegaconf import OmegaConf
 
     from sim2obs.provenance import stable_hash
-    from sim2obs.simgen.galsim_bulge_disk import coerce_config
 
-    sim = coerce_config(cfg.simgen)
-    return Path(cfg.paths.data_dir) / f"{sim.name}-{stable_hash(asdict(sim), 8)}"
+    sim = OmegaConf.to_container(cfg.simgen, resolve=True)
+    return Path(cfg.paths.data_dir) / f"{sim.get('name', sim['generator'])}-{stable_hash(sim, 8)}"
 
 
 def generate_set(cfg) -> Path:
@@ -43,7 +43,7 @@ def generate_set(cfg) -> Path:
     from sim2obs.simgen import GENERATORS
 
     generate = GENERATORS.get(cfg.simgen.generator)
-    out = Path(cfg.out) if cfg.get("out") else _default_set_path(cfg)  # validates cfg.simgen
+    out = Path(cfg.out) if cfg.get("out") else _default_set_path(cfg)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     validate_cluster_config(cluster)
     resolved = OmegaConf.to_container(cfg, resolve=True)

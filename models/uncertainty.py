@@ -1,0 +1,322 @@
+"""Predictive uncertainty: Gaussian negative log-likelihood heads and Monte-Carlo dropout sampling.
+
+Gaussian heads write a flat output vector so that any backbone with ``num_outputs = loss.num_outputs``
+can be trained with them and sampled with :func:`sample_posterior` like any other network:
+
+- diagonal: ``[mean (n) | log-variance (n)]``                               -> ``2n`` outputs;
+- full covariance (GaMPEN 2022 ``aleatoric_cov``): ``[mean (n) | raw Cholesky diagonal (n) |
+  strictly-lower Cholesky entries (n(n-1)/2, row-major, ``torch.tril_indices(n, n, -1)`` order)]``
+  -> ``n + n(n+1)/2`` outputs; the diagonal is made positive with softplus (or exp).
+  GaMPEN used an LDL^T parametrisation with the same number of outputs; a Cholesky factor is equivalent
+  and numerically simpler.
+
+MC dropout (Gal & Ghahramani 2016): dropout stays active at prediction time while batch normalisation uses
+its running statistics; each pass is one posterior sample. :func:`sample_posterior` draws ``n`` samples
+by repeating the batch ``n`` times (in chunks) instead of looping, and runs a model's deterministic trunk
+once when the model exposes ``split_for_posterior()``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sim2obs.errors import Sim2obsValueError
+
+__all__ = [
+    "DiagonalGaussianNLL",
+    "FullCovarianceGaussianNLL",
+    "DiagonalGaussianHead",
+    "FullCovarianceGaussianHead",
+    "diagonal_gaussian_nll",
+    "mean_and_scale_tril",
+    "full_gaussian_nll",
+    "DROPOUT_TYPES",
+    "enable_mc_dropout",
+    "mc_dropout_mode",
+    "sample_posterior",
+    "sample_posterior_loop",
+]
+
+Reduction = Literal["mean", "sum", "none"]
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _reduce(per_sample: Tensor, reduction: Reduction) -> Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "none":
+        return per_sample
+    raise Sim2obsValueError("unknown reduction", value=reduction, allowed=["mean", "sum", "none"])
+
+
+def _check_layout(outputs: Tensor, targets: Tensor, width: int, what: str) -> None:
+    n = targets.shape[-1]
+    if outputs.shape[-1] != width or outputs.shape[:-1] != targets.shape[:-1]:
+        raise Sim2obsValueError(f"{what} outputs must be (..., {width}) for targets (..., {n})",
+                                value=(tuple(outputs.shape), tuple(targets.shape)))
+
+
+# ----------------------------------------------------------------------------- diagonal Gaussian
+
+
+def diagonal_gaussian_nll(outputs: Tensor, targets: Tensor, reduction: Reduction = "mean",
+                          min_log_var: float = -15.0, max_log_var: float = 15.0) -> Tensor:
+    """Gaussian NLL with independent targets (in nats).
+
+    ``outputs`` ``(B, 2n)`` = ``[mean | log-variance]``, ``targets`` ``(B, n)``. Per galaxy:
+    ``0.5 * sum_i (log s2_i + (y_i - mu_i)^2 / s2_i + log 2 pi)``; the log-variance is clamped to
+    ``[min_log_var, max_log_var]``. ``reduction``: mean or sum over galaxies, or ``"none"`` -> ``(B,)``.
+    """
+    n = targets.shape[-1]
+    _check_layout(outputs, targets, 2 * n, "diagonal Gaussian")
+    mean, log_var = outputs[..., :n], outputs[..., n:].clamp(min_log_var, max_log_var)
+    per_sample = 0.5 * (log_var + (targets - mean) ** 2 * torch.exp(-log_var) + _LOG_2PI).sum(-1)
+    return _reduce(per_sample, reduction)
+
+
+class DiagonalGaussianNLL(nn.Module):
+    """Loss module for the ``[mean | log-variance]`` layout; ``num_outputs = 2 * num_targets``."""
+
+    def __init__(self, num_targets: int, reduction: Reduction = "mean"):
+        super().__init__()
+        self.num_targets = int(num_targets)
+        self.num_outputs = 2 * self.num_targets
+        self.reduction = reduction
+
+    def split(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        """``(..., 2n)`` -> mean ``(..., n)``, variance ``(..., n)``."""
+        n = self.num_targets
+        return outputs[..., :n], torch.exp(outputs[..., n:])
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return diagonal_gaussian_nll(outputs, targets, self.reduction)
+
+
+# ----------------------------------------------------------------------------- full covariance
+
+
+def _positive(raw: Tensor, activation: str) -> Tensor:
+    if activation == "softplus":
+        return F.softplus(raw) + 1e-6
+    if activation == "exp":
+        return torch.exp(raw.clamp(max=30.0))
+    raise Sim2obsValueError("unknown diagonal activation", value=activation, allowed=["softplus", "exp"])
+
+
+def mean_and_scale_tril(outputs: Tensor, num_targets: int,
+                        diag_activation: Literal["softplus", "exp"] = "softplus") -> tuple[Tensor, Tensor]:
+    """Full-covariance layout ``(..., n + n(n+1)/2)`` -> mean ``(..., n)``, Cholesky factor ``(..., n, n)``.
+
+    The factor ``L`` is lower triangular with a positive diagonal; the covariance is ``L @ L.T``.
+    """
+    n = num_targets
+    width = n + n * (n + 1) // 2
+    if outputs.shape[-1] != width:
+        raise Sim2obsValueError(f"full-covariance outputs must have {width} columns for {n} targets",
+                                value=tuple(outputs.shape))
+    mean = outputs[..., :n]
+    diag = _positive(outputs[..., n:2 * n], diag_activation)
+    rows, cols = torch.tril_indices(n, n, -1, device=outputs.device)
+    scale_tril = torch.diag_embed(diag)
+    if n > 1:
+        off = torch.zeros_like(scale_tril)
+        off[..., rows, cols] = outputs[..., 2 * n:]
+        scale_tril = scale_tril + off
+    return mean, scale_tril
+
+
+def full_gaussian_nll(outputs: Tensor, targets: Tensor, reduction: Reduction = "mean",
+                      diag_activation: Literal["softplus", "exp"] = "softplus") -> Tensor:
+    """Multivariate Gaussian NLL with a learned full covariance (in nats).
+
+    ``outputs`` ``(B, n + n(n+1)/2)`` (layout in the module docstring), ``targets`` ``(B, n)``. Per galaxy:
+    ``0.5 * |L^-1 (y - mu)|^2 + sum_i log L_ii + 0.5 n log 2 pi``.
+    """
+    n = targets.shape[-1]
+    _check_layout(outputs, targets, n + n * (n + 1) // 2, "full-covariance Gaussian")
+    mean, scale_tril = mean_and_scale_tril(outputs, n, diag_activation)
+    residual = (targets - mean).unsqueeze(-1)
+    whitened = torch.linalg.solve_triangular(scale_tril, residual, upper=False).squeeze(-1)
+    log_det_half = torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1)
+    per_sample = 0.5 * (whitened ** 2).sum(-1) + log_det_half + 0.5 * n * _LOG_2PI
+    return _reduce(per_sample, reduction)
+
+
+class FullCovarianceGaussianNLL(nn.Module):
+    """Loss module for the full-covariance layout; ``num_outputs = n + n(n+1)/2`` (9 for GaMPEN's 3)."""
+
+    def __init__(self, num_targets: int, diag_activation: Literal["softplus", "exp"] = "softplus",
+                 reduction: Reduction = "mean"):
+        super().__init__()
+        self.num_targets = int(num_targets)
+        self.num_outputs = self.num_targets + self.num_targets * (self.num_targets + 1) // 2
+        self.diag_activation = diag_activation
+        self.reduction = reduction
+
+    def mean_and_scale_tril(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        return mean_and_scale_tril(outputs, self.num_targets, self.diag_activation)
+
+    def covariance(self, outputs: Tensor) -> Tensor:
+        """``(..., num_outputs)`` -> covariance matrices ``(..., n, n)``."""
+        _, scale_tril = self.mean_and_scale_tril(outputs)
+        return scale_tril @ scale_tril.transpose(-1, -2)
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return full_gaussian_nll(outputs, targets, self.reduction, self.diag_activation)
+
+
+class DiagonalGaussianHead(nn.Module):
+    """``Linear(in_features, 2n)`` writing ``[mean | log-variance]``; ``self.loss`` is the matching NLL."""
+
+    def __init__(self, in_features: int, num_targets: int):
+        super().__init__()
+        self.loss = DiagonalGaussianNLL(num_targets)
+        self.num_outputs = self.loss.num_outputs
+        self.linear = nn.Linear(in_features, self.num_outputs)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(B, in_features)`` -> ``(B, 2n)``."""
+        return self.linear(features)
+
+
+class FullCovarianceGaussianHead(nn.Module):
+    """``Linear(in_features, n + n(n+1)/2)`` writing mean and Cholesky factor; ``self.loss`` the NLL.
+
+    The biases of the Cholesky entries start at the identity factor (zero off-diagonal, unit diagonal),
+    so an untrained head predicts roughly unit covariance.
+    """
+
+    def __init__(self, in_features: int, num_targets: int,
+                 diag_activation: Literal["softplus", "exp"] = "softplus"):
+        super().__init__()
+        self.loss = FullCovarianceGaussianNLL(num_targets, diag_activation)
+        self.num_outputs = self.loss.num_outputs
+        self.linear = nn.Linear(in_features, self.num_outputs)
+        n = self.loss.num_targets
+        unit = math.log(math.e - 1.0) if diag_activation == "softplus" else 0.0  # activation^-1(1)
+        with torch.no_grad():
+            self.linear.bias[n:2 * n].fill_(unit)
+            self.linear.bias[2 * n:].zero_()
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(B, in_features)`` -> ``(B, n + n(n+1)/2)``."""
+        return self.linear(features)
+
+
+# ----------------------------------------------------------------------------- MC dropout
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+)
+
+
+def _dropout_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and m.p > 0]
+
+
+def enable_mc_dropout(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode except its dropout modules (train mode). Returns ``model``.
+
+    Batch normalisation then uses its running statistics and does not update them.
+    """
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, DROPOUT_TYPES):
+            module.train()
+    return model
+
+
+@contextlib.contextmanager
+def mc_dropout_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager: :func:`enable_mc_dropout` inside, every module's previous mode restored after."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        yield enable_mc_dropout(model)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def _batch_size(x: Tensor | Mapping[str, Tensor]) -> int:
+    if isinstance(x, Mapping):
+        sizes = {int(v.shape[0]) for v in x.values()}
+        if len(sizes) != 1:
+            raise Sim2obsValueError("all inputs must share the batch size", value=sorted(sizes))
+        return sizes.pop()
+    return int(x.shape[0])
+
+
+def _repeat(x: Tensor | Mapping[str, Tensor], copies: int) -> Tensor | dict[str, Tensor]:
+    """``(B, ...)`` -> ``(copies * B, ...)``: copy ``k`` occupies rows ``k*B .. (k+1)*B - 1``."""
+    if isinstance(x, Mapping):
+        return {key: _repeat(value, copies) for key, value in x.items()}
+    if copies == 1:
+        return x
+    return x.repeat(copies, *([1] * (x.dim() - 1)))
+
+
+def _check_n(n: int) -> None:
+    if int(n) < 1:
+        raise Sim2obsValueError("the number of posterior samples must be positive", value=n)
+
+
+def _require_dropout(model: nn.Module) -> None:
+    if not _dropout_modules(model):
+        raise Sim2obsValueError(
+            f"{type(model).__name__} has no dropout with p > 0: MC-dropout samples would all be equal")
+
+
+def sample_posterior(model: nn.Module, x: Tensor | Mapping[str, Tensor], n: int, chunk: int = 2048,
+                     use_trunk: bool = True) -> Tensor:
+    """Draw ``n`` MC-dropout samples per galaxy: ``(n, B, num_outputs)``.
+
+    Dropout is active, batch normalisation in eval mode (running statistics used, never updated); every
+    module's mode is restored afterwards. Runs without gradients.
+
+    Fast path: the batch is repeated so that one forward pass handles many samples; each pass handles at
+    most ``chunk`` rows (samples x galaxies) to bound memory. Every row draws its own dropout masks, so
+    the samples are distributed exactly as ``n`` separate passes (:func:`sample_posterior_loop`).
+    If the model defines ``split_for_posterior()`` returning ``(trunk, head)`` (dropout only in the head;
+    ``None`` when no deterministic trunk exists) and ``use_trunk``, the trunk runs once on ``x`` and only
+    the head sees the ``n`` copies. A model that defines its own ``sample_posterior(x, n)`` is asked
+    directly. ``x`` is a tensor ``(B, ...)`` or, for multi-input models, a dict of them.
+    """
+    _check_n(n)
+    own = getattr(model, "sample_posterior", None)
+    if callable(own):
+        return own(x, n)
+    _require_dropout(model)
+    if chunk < 1:
+        raise Sim2obsValueError("chunk must be positive", value=chunk)
+    batch = _batch_size(x)
+    with torch.no_grad(), mc_dropout_mode(model):
+        head: Callable = model
+        split = getattr(model, "split_for_posterior", None) if use_trunk else None
+        parts = split() if callable(split) else None
+        if parts is not None:
+            trunk, head = parts
+            x = trunk(x)
+        copies_per_pass = max(1, chunk // batch)
+        samples: list[Tensor] = []
+        drawn = 0
+        while drawn < n:
+            copies = min(copies_per_pass, n - drawn)
+            out = head(_repeat(x, copies))
+            samples.append(out.reshape(copies, batch, *out.shape[1:]))
+            drawn += copies
+    return torch.cat(samples, dim=0)
+
+
+def sample_posterior_loop(model: nn.Module, x: Tensor | Mapping[str, Tensor], n: int) -> Tensor:
+    """Reference MC-dropout sampler: ``n`` separate forward passes -> ``(n, B, num_outputs)``."""
+    _check_n(n)
+    _require_dropout(model)
+    with torch.no_grad(), mc_dropout_mode(model):
+        return torch.stack([model(x) for _ in range(n)], dim=0)
