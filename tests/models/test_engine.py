@@ -501,3 +501,15 @@ def test_sklearn_estimator_on_galaxy_set_catalogue(tmp_path, tiny_galsim_set):
 def test_lightgbm_with_several_targets_asks_for_a_wrapper(tmp_path):
     with pytest.raises(Sim2obsValueError, match="MultiOutputRegressor"):
         EstimatorTrainer().fit(LGBMRegressor(verbose=-1), tabular(50, 1, 2), tabular(20, 2, 2), tmp_path)
+
+
+def test_auto_precision_follows_native_bf16_support():
+    """Measured: bf16 autocast + channels-last pay wherever bf16 is native; fp32 elsewhere."""
+    from sim2obs.models.engine import Trainer, TrainerConfig
+
+    rt = Trainer(TrainerConfig(device="cpu"))._runtime(TrainerConfig(device="cpu"))
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert rt.precision == ("bf16" if native else "fp32")
+    assert rt.channels_last == native
+    forced = Trainer()._runtime(TrainerConfig(device="cpu", precision="fp32", channels_last="auto"))
+    assert forced.precision == "fp32" and forced.channels_last is False
