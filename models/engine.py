@@ -36,7 +36,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from sim2obs.device import select_device
+from sim2obs.atomic import atomic_write
 from sim2obs.errors import ConfigError, Sim2obsValueError
 from sim2obs.models.augment import DIHEDRAL, PADDING_MODES, Augment, tta_mean
 from sim2obs.provenance import git_commit, package_versions, stable_hash
@@ -397,31 +397,15 @@ def _describe(obj: Any) -> str | None:
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in attrs.items())})"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through a temporary file in the same folder, then ``os.replace`` onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_torch(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_metrics(out_dir: str | os.PathLike, history: Sequence[Mapping[str, Any]]) -> Path:
     """(Re)write ``metrics.jsonl`` atomically: one JSON line per epoch record."""
     path = Path(out_dir) / METRICS
     text = "".join(json.dumps(dict(r)) + "\n" for r in history)
-    _atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write(path, lambda f: f.write(text), mode="w")
     return path
 
 
@@ -436,7 +420,7 @@ def write_predictions(out_dir: str | os.PathLike, split: str, ids: np.ndarray, p
     ids = np.asarray(ids, dtype=np.int64)
     preds = np.asarray(predictions, dtype=np.float32)
     preds = preds.reshape(len(ids), -1)
-    _atomic_write(path, lambda f: np.savez(f, ids=ids, predictions=preds))
+    atomic_write(path, lambda f: np.savez(f, ids=ids, predictions=preds))
     return path
 
 
@@ -463,7 +447,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike, b
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return path
 
 
@@ -489,7 +473,7 @@ def record_run(out_dir: str | os.PathLike, *, model_name: str, target: str, conf
         "created_unix": time.time(),
     }
     text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic_write(Path(out_dir) / RECORD, lambda f: f.write(text), mode="w")
+    atomic_write(Path(out_dir) / RECORD, lambda f: f.write(text), mode="w")
     return record
 
 

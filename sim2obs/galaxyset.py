@@ -30,13 +30,14 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
+from sim2obs.atomic import atomic_write
 from sim2obs.errors import DataFormatError, Sim2obsValueError
 
 FORMAT_NAME = "sim2obs.galaxyset"
@@ -163,19 +164,6 @@ def assign_splits(n: int, fractions: Mapping[str, float], seed: int) -> tuple[np
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _file_sha256(path: Path, block: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -321,8 +309,8 @@ class GalaxySetWriter:
             "provenance": dict(provenance),
         }
         manifest["content_hash"] = compute_content_hash(self.path, manifest)
-        _atomic_write_bytes(self.path / MANIFEST_NAME,
-                            json.dumps(manifest, indent=1, sort_keys=False, default=str).encode())
+        text = json.dumps(manifest, indent=1, sort_keys=False, default=str)
+        atomic_write(self.path / MANIFEST_NAME, lambda f: f.write(text), mode="w")
         return self.path / MANIFEST_NAME
 
 

@@ -1,6 +1,5 @@
 """The GalSim bulge + disk generator: labels agree with the drawn images, determinism,
 resume after a kill, and the physical relations of the population model."""
-import os
 import signal
 import subprocess
 import time
