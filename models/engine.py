@@ -10,7 +10,7 @@ Gloo on CPU). A run lives in one folder::
       best.pt            # weights of the epoch with the lowest validation loss
       metrics.jsonl      # one JSON line per epoch: epoch, train_loss, val_loss, lr, seconds, ...
       val_curve.png      # training and validation loss against epoch
-      predictions_val.npz  # ids and predictions on the validation set (best weights)
+      predictions_val.h5   # ids and predictions on the validation set (best weights)
       run.json           # the run record (model, _target_, size, config hash, versions, wall time)
 
 A killed run started again on the same folder resumes from ``last.pt`` and ends with exactly
@@ -414,14 +414,17 @@ def _append_metrics(out_dir: Path, record: Mapping[str, Any]) -> None:
         f.write(json.dumps(dict(record)) + "\n")
 
 
-def write_predictions(out_dir: str | os.PathLike, split: str, ids: np.ndarray, predictions: np.ndarray) -> Path:
-    """Save ``predictions_<split>.npz`` with ``ids`` (N,) int64 and ``predictions`` (N, T) float32."""
-    path = Path(out_dir) / f"predictions_{split}.npz"
-    ids = np.asarray(ids, dtype=np.int64)
-    preds = np.asarray(predictions, dtype=np.float32)
-    preds = preds.reshape(len(ids), -1)
-    atomic_write(path, lambda f: np.savez(f, ids=ids, predictions=preds))
-    return path
+def write_predictions(out_dir: str | os.PathLike, split: str, ids: np.ndarray, predictions: np.ndarray,
+                      targets: Sequence[str] | None = None) -> Path:
+    """Save ``predictions_<split>.h5`` (:class:`sim2obs.predictions.Predictions`): ``ids`` (N,)
+    and ``predictions`` (N, T) as the network output them; ``targets`` names the T outputs
+    (default ``output_0`` ...)."""
+    from sim2obs.predictions import Predictions
+
+    values = np.asarray(predictions, dtype=np.float64).reshape(len(ids), -1)
+    names = tuple(targets) if targets is not None else tuple(f"output_{k}" for k in range(values.shape[1]))
+    return Predictions(np.asarray(ids, dtype=np.int64), values, names).save(
+        Path(out_dir) / f"predictions_{split}.h5", split=split)
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike, best_epoch: int | None = None) -> Path:

@@ -3,7 +3,7 @@
 :class:`EstimatorTrainer` fits any sklearn-style estimator (``fit(X, y)`` / ``predict(X)``) on
 tabular features and writes the artefacts of :class:`sim2obs.models.engine.Trainer`:
 ``metrics.jsonl`` (one line per LightGBM boosting round, or one line for other estimators),
-``val_curve.png``, ``predictions_val.npz`` (ids and predictions) and ``run.json`` (through the
+``val_curve.png``, ``predictions_val.h5`` (ids and predictions) and ``run.json`` (through the
 same :func:`~sim2obs.models.engine.record_run`). LightGBM models stop early on the validation
 loss (the task's loss, evaluated every round) and predict with the best iteration.
 """
@@ -96,7 +96,7 @@ class EstimatorTrainer:
     def fit(self, estimator: Any, train: TabularData, val: TabularData, out_dir: str | os.PathLike,
             model_config: Any = None) -> FitResult:
         """Fit ``estimator`` in place on ``train`` (LightGBM: stopping early on ``val``); write
-        ``metrics.jsonl``, ``val_curve.png``, ``predictions_val.npz`` and ``run.json`` into
+        ``metrics.jsonl``, ``val_curve.png``, ``predictions_val.h5`` and ``run.json`` into
         ``out_dir``. Returns a :class:`~sim2obs.models.engine.FitResult`."""
         cfg = self.config if self.config is not None else EstimatorConfig()
         if int(cfg.early_stopping_patience) < 0:

@@ -1,9 +1,11 @@
 """The ``sim2obs`` command line.
 
-    sim2obs run [overrides]          the main job on the embedded default set
+    sim2obs run [overrides]          the main job: every task's quick preset on generated data
+                                     (tasks=[metallicity] task/metallicity=paper ...)
     sim2obs generate [overrides]     write a simulated galaxy set (Hydra config: configs/generate.yaml)
     sim2obs data info PATH           describe a galaxy set
     sim2obs data validate PATH       full integrity check (images, checksums, content hash)
+    sim2obs leaderboard show|submit|page|verify   verified results (--help for each)
 
 Hydra commands take overrides (``simgen.n=500``), ``--multirun`` sweeps and ``--help``.
 """
@@ -24,31 +26,16 @@ def _fail(exc: Exception) -> None:
     sys.exit(2)
 
 
-def _default_set_path(cfg) -> Path:
-    """``<data_dir>/<name>-<hash>``: one folder per distinct generator config (the generator
-    validates the config itself before it writes anything)."""
-    from omegaconf import OmegaConf
-
-    from sim2obs.provenance import stable_hash
-
-    sim = OmegaConf.to_container(cfg.simgen, resolve=True)
-    return Path(cfg.paths.data_dir) / f"{sim.get('name', sim['generator'])}-{stable_hash(sim, 8)}"
-
-
 def generate_set(cfg) -> Path:
     """Validate everything, then generate (or complete) the set the config describes."""
     from omegaconf import OmegaConf
 
-    from sim2obs.parallel import validate_cluster_config
-    from sim2obs.simgen import GENERATORS
+    from sim2obs.simgen import prepare_set
 
-    generate = GENERATORS.get(cfg.simgen.generator)
-    out = Path(cfg.out) if cfg.get("out") else _default_set_path(cfg)
-    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
-    validate_cluster_config(cluster)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return generate(cfg.simgen, out, cluster=cluster, overwrite=bool(cfg.get("overwrite", False)),
-                    progress=bool(cfg.get("progress", True)), resolved_config=resolved)
+    return prepare_set(cfg.simgen, data_dir=cfg.paths.data_dir, out=cfg.get("out"),
+                       cluster=OmegaConf.to_container(cfg.cluster, resolve=True),
+                       overwrite=bool(cfg.get("overwrite", False)), progress=bool(cfg.get("progress", True)),
+                       resolved_config=OmegaConf.to_container(cfg, resolve=True))
 
 
 def _cmd_generate(cfg) -> None:
@@ -63,18 +50,82 @@ def _cmd_generate(cfg) -> None:
         _fail(exc)
 
 
+def _task_preset(name: str) -> str:
+    """The preset chosen for task ``name`` (``task/<name>=paper`` on the command line)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().runtime.choices.get(f"task/{name}", "custom"))
+    except ValueError:  # not under Hydra
+        return "custom"
+
+
+def run_tasks(cfg, log: Callable[[str], None] = print) -> list[dict]:
+    """Run ``cfg.tasks`` with their configs ``cfg.task.<name>``; results go to
+    ``<paths.results_dir>/<task>/<preset>/``. Every task config is validated before any work."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from sim2obs.atomic import atomic_write
+    from sim2obs.errors import ConfigError
+    from sim2obs.parallel import validate_cluster_config
+    from sim2obs.tasks import TASKS, results_table
+
+    names = list(cfg.tasks)
+    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
+    validate_cluster_config(cluster)
+    tasks = []
+    for name in names:
+        TASKS.get(name)
+        if name not in cfg.get("task", {}):
+            raise ConfigError(f"task.{name}", f"no config: add task/{name}=quick (or paper)")
+        config = OmegaConf.to_container(cfg.task[name], resolve=True)
+        tasks.append(TASKS.get(name)(config, data_dir=cfg.paths.data_dir, cluster=cluster,
+                                     progress=bool(cfg.get("progress", True))))
+    results_dir = Path(cfg.paths.results_dir)
+    board_cfg = cfg.get("leaderboard") or {}
+    board = None
+    if board_cfg.get("record", True):
+        from sim2obs.leaderboard import Leaderboard
+
+        board = Leaderboard(url=board_cfg.get("url"), results_dir=results_dir)
+    rows = []
+    for task in tasks:
+        preset = _task_preset(task.name)
+        log(f"[{task.name}] preset {preset}: {task.metadata.description}")
+        out = results_dir / task.name / preset
+        task_rows = task.run(out, log=log)
+        if board is not None:
+            for row, run in zip(task_rows, board.record_task_rows(task, task_rows, out)):
+                row["leaderboard_run"] = run.id
+        rows.extend(task_rows)
+    if board is not None and board_cfg.get("page", True):
+        from sim2obs.leaderboard import build_page
+
+        index = build_page(board, results_dir / "leaderboard", data_dir=cfg.paths.data_dir)
+        log(f"leaderboard page: {index}")
+    text = json.dumps(rows, indent=2, default=str) + "\n"
+    atomic_write(results_dir / "results.json", lambda f: f.write(text), mode="w")
+    table = results_table(rows)
+    atomic_write(results_dir / "results.txt", lambda f: f.write(table + "\n"), mode="w")
+    return rows
+
+
 def _cmd_run(cfg) -> None:
-    """The main job. Until the benchmark tasks exist: generate the default set, summarise it."""
+    """The main job: generate the embedded default sets if absent, run every task's preset,
+    print one results table."""
     import time
 
-    from sim2obs.galaxyset import open_galaxy_set
+    from sim2obs.tasks import results_table
 
     try:
         t0 = time.perf_counter()
-        path = generate_set(cfg)
-        gs = open_galaxy_set(path, check="schema")  # see _cmd_generate
-        print(gs.summary())
-        print(f"\nmain job finished in {time.perf_counter() - t0:.1f} s; data in {path}")
+        rows = run_tasks(cfg)
+        print()
+        print(results_table(rows))
+        print(f"\nmain job finished in {time.perf_counter() - t0:.1f} s; results, predictions and plots in "
+              f"{Path(cfg.paths.results_dir).resolve()}")
     except Sim2obsError as exc:
         _fail(exc)
 
@@ -120,11 +171,18 @@ def main(argv: list[str] | None = None) -> None:
         _run_hydra(command, rest)
     elif command == "data":
         _cmd_data(rest)
+    elif command == "leaderboard":
+        from sim2obs.leaderboard.cli import main as leaderboard_main
+
+        try:
+            leaderboard_main(rest)
+        except Sim2obsError as exc:
+            _fail(exc)
     else:
         from sim2obs.errors import UnknownNameError
         import difflib
 
-        known = [*_HYDRA_COMMANDS, "data"]
+        known = [*_HYDRA_COMMANDS, "data", "leaderboard"]
         print(f"sim2obs: error: {UnknownNameError('command', command, known, difflib.get_close_matches(command, known))}",
               file=sys.stderr)
         sys.exit(2)

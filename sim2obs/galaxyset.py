@@ -116,6 +116,14 @@ class GalaxySetSchema:
         if len(self.split_names) > 127 or len(set(self.split_names)) != len(self.split_names):
             raise Sim2obsValueError("split names must be unique (at most 127)", value=self.split_names)
 
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def stack_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stacks)
+
     def stack(self, name: str) -> StackSpec:
         for s in self.stacks:
             if s.name == name:

@@ -1,11 +1,64 @@
-"""Generators of galaxy sets: ``GENERATORS.get(name)(config, out, cluster=...)``.
+"""Generators of galaxy sets.
+
+``GENERATORS.get(name)`` is the generator's module: ``generate(config, out, cluster=...)``
+writes a set, ``coerce_config(config)`` validates a config and fills its defaults.
+:func:`prepare_set` is the one way the suite turns a generator config into a set on disk.
 
 - ``galsim``: bulge + disk mock galaxies (:mod:`sim2obs.simgen.galsim_bulge_disk`).
 """
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
 from sim2obs.registry import Registry
 from sim2obs.simgen import galsim_bulge_disk
 
 GENERATORS: Registry = Registry("generator")
-GENERATORS.register("galsim")(galsim_bulge_disk.generate)
+GENERATORS.register("galsim")(galsim_bulge_disk)
 
-__all__ = ["GENERATORS", "galsim_bulge_disk"]
+__all__ = ["GENERATORS", "galsim_bulge_disk", "canonical_config", "default_set_path", "prepare_set"]
+
+
+def _plain(cfg: Any) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+
+
+def canonical_config(simgen: Any) -> dict:
+    """The generator's full, validated config (defaults filled in) as a plain dict."""
+    data = _plain(simgen)
+    module = GENERATORS.get(data.get("generator", "galsim"))
+    return asdict(module.coerce_config(data))
+
+
+def default_set_path(simgen: Any, data_dir: str | os.PathLike) -> Path:
+    """``<data_dir>/<name>-<hash>``: one folder per distinct (canonical) generator config."""
+    from sim2obs.provenance import stable_hash
+
+    full = canonical_config(simgen)
+    return Path(data_dir) / f"{full['name']}-{stable_hash(full, 8)}"
+
+
+def prepare_set(simgen: Any, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                cluster: Mapping[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
+                resolved_config: Mapping[str, Any] | None = None) -> Path:
+    """Generate (or complete, or reuse) the set ``simgen`` describes, at ``out`` or at
+    :func:`default_set_path` under ``data_dir``; return its path. Everything is validated
+    before any work starts."""
+    from sim2obs.parallel import validate_cluster_config
+
+    data = _plain(simgen)
+    module = GENERATORS.get(data.get("generator", "galsim"))
+    module.coerce_config(data)
+    if cluster is not None:
+        validate_cluster_config(dict(cluster))
+    if out is None:
+        if data_dir is None:
+            raise ValueError("prepare_set needs data_dir or out")
+        out = default_set_path(data, data_dir)
+    return module.generate(data, out, cluster=cluster, overwrite=overwrite, progress=progress,
+                           resolved_config=resolved_config)

@@ -1,1 +1,50 @@
-"""Benchmark tasks (see the tasks issue)."""
+"""Benchmark tasks: ``TASKS.get(name)(config)`` builds a task; ``task.run(out_dir)`` runs its
+baselines and models; ``task.evaluate(predictions)`` scores any predictions.
+
+=============  =========================================================================
+name           task
+=============  =========================================================================
+ml_ratio       stellar M/L from a g-band image (Dobbels et al. 2019)
+metallicity    gas-phase metallicity from gri images (Wu & Boada 2019)
+bt_posterior   B/T, R_e and flux posteriors with MC dropout (GaMPEN, Ghosh et al. 2022)
+=============  =========================================================================
+
+Presets live in ``configs/task/<name>/{quick,paper}.yaml``; :func:`load_task_config`
+composes one (with overrides) the way the CLI does.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sim2obs.registry import Registry
+from sim2obs.tasks.base import (Method, MethodOutput, PaperResult, Predictions, Task, TaskConfig, TaskMetadata,
+                                Truth, results_table)
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+__all__ = ["TASKS", "Task", "TaskConfig", "TaskMetadata", "Method", "MethodOutput", "PaperResult", "Predictions",
+           "Truth", "results_table", "load_task_config", "build_task"]
+
+
+def load_task_config(name: str, preset: str = "quick", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config of task ``name`` under ``preset`` with Hydra-style ``overrides``
+    relative to the task (``["trainer.epochs=1", "data.n=64"]``)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    TASKS.get(name)
+    prefix = f"task.{name}."
+    full = [o if o.lstrip("+~").startswith("task") else o[:len(o) - len(o.lstrip("+~"))] + prefix + o.lstrip("+~")
+            for o in overrides]
+    with initialize_config_module(version_base="1.3", config_module="sim2obs.configs"):
+        cfg = compose(config_name=f"task/{name}/{preset}", overrides=full)
+    return OmegaConf.to_container(cfg.task[name], resolve=True)
+
+
+def build_task(name: str, config: Any = None, **kwargs: Any) -> Task:
+    """``TASKS.get(name)(config, **kwargs)``."""
+    return TASKS.get(name)(config, **kwargs)
+
+
+# the task modules register themselves on import (they need TASKS, defined above)
+from sim2obs.tasks import bt_posterior, metallicity, ml_ratio  # noqa: E402,F401

@@ -29,3 +29,11 @@ def cli_env(tmp_path):
     env["SIM2OBS_RESULTS"] = str(tmp_path / "results")
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+def load_engine_predictions(path):
+    """{"ids", "predictions"} of a predictions file written by the training engine."""
+    from sim2obs.predictions import Predictions
+
+    p = Predictions.load(path)
+    return {"ids": p.ids, "predictions": p.values}

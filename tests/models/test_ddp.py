@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from sim2obs.models.engine import main
+from tests.conftest import load_engine_predictions as _load_predictions
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,6 +30,7 @@ RUN = {
     "trainer": {"device": "cpu", "precision": "fp32", "channels_last": False, "epochs": 3, "batch_size": 16,
                 "optimiser": "adam", "lr": 0.01, "schedule": "cosine", "augment": None, "progress": False},
 }
+
 
 
 def read_metrics(out: Path) -> list[dict]:
@@ -67,6 +69,6 @@ def test_two_process_ddp_matches_single_process(tmp_path, monkeypatch):
         b = torch.load(tmp_path / "single" / name, weights_only=True)["model"]
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
-    preds = [np.load(tmp_path / d / "predictions_val.npz") for d in ("ddp", "single")]
+    preds = [_load_predictions(tmp_path / d / "predictions_val.h5") for d in ("ddp", "single")]
     np.testing.assert_array_equal(preds[0]["ids"], preds[1]["ids"])  # gathered from both ranks, in order
     np.testing.assert_allclose(preds[0]["predictions"], preds[1]["predictions"], rtol=1e-4, atol=1e-6)

@@ -20,8 +20,10 @@ from sim2obs.models.augment import dihedral
 from sim2obs.models.engine import (TensorDictDataset, Trainer, TrainerConfig, galaxy_set_dataset, model_target,
                                    load_trainer_config, validate_config)
 from sim2obs.models.estimators import EstimatorConfig, EstimatorTrainer, TabularData, tabular_from_galaxy_set
+from tests.conftest import load_engine_predictions as _load_predictions
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "trainer"
+
 
 
 def quick(**overrides) -> TrainerConfig:
@@ -218,7 +220,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path, schedule, kill, done):
     last_resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     for k, v in last_full["model"].items():
         assert torch.equal(v, last_resumed["model"][k]), k
-    a, b = (np.load(tmp_path / d / "predictions_val.npz") for d in ("full", "resumed"))
+    a, b = (_load_predictions(tmp_path / d / "predictions_val.h5") for d in ("full", "resumed"))
     np.testing.assert_array_equal(a["predictions"], b["predictions"])
     assert full.record["config_hash"] == resumed.record["config_hash"]
 
@@ -334,7 +336,7 @@ def test_run_writes_metrics_curve_predictions_and_record(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert {"epoch", "train_loss", "val_loss", "lr", "seconds"} <= set(rows[0])
     assert (out / "val_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    preds = np.load(out / "predictions_val.npz")
+    preds = _load_predictions(out / "predictions_val.h5")
     np.testing.assert_array_equal(preds["ids"], np.arange(16) + 1000)
     assert preds["predictions"].shape == (16, 2)
     record = json.loads((out / "run.json").read_text())
@@ -368,7 +370,7 @@ def test_galaxy_set_through_the_engine(tmp_path, tiny_galsim_set):
     torch.manual_seed(0)
     model = TinyNet(in_channels=3, n_targets=1)
     result = Trainer(quick(epochs=1, batch_size=8, num_workers=2, augment={})).fit(model, train, val, tmp_path)
-    preds = np.load(tmp_path / "predictions_val.npz")
+    preds = _load_predictions(tmp_path / "predictions_val.h5")
     np.testing.assert_array_equal(preds["ids"], [val[i]["id"] for i in range(len(val))])
     assert preds["predictions"].shape == (len(val), 1)
     assert math.isfinite(result.history[0]["val_loss"])
@@ -468,14 +470,14 @@ def test_lightgbm_writes_the_same_artefacts_as_a_network(tmp_path):
                                                                              tmp_path / "lgbm")
     fit(tmp_path, quick(), name="net")
     lgbm, net = tmp_path / "lgbm", tmp_path / "net"
-    artefacts = {"metrics.jsonl", "predictions_val.npz", "run.json", "val_curve.png"}
+    artefacts = {"metrics.jsonl", "predictions_val.h5", "run.json", "val_curve.png"}
     assert artefacts <= {p.name for p in lgbm.iterdir()} and artefacts <= {p.name for p in net.iterdir()}
     rows = metrics(lgbm)
     assert set(metrics(net)[0]) >= set(rows[0]) >= {"epoch", "train_loss", "val_loss", "lr", "seconds"}
     # early stopping on the validation loss: 5 rounds past the best, predictions from the best round
     assert result.stopped_early and len(rows) == result.best_epoch + 5 < 300
     assert result.best_epoch == min(rows, key=lambda r: r["val_loss"])["epoch"]
-    preds = np.load(lgbm / "predictions_val.npz")
+    preds = _load_predictions(lgbm / "predictions_val.h5")
     np.testing.assert_array_equal(preds["ids"], val.ids)
     mse = float(np.mean((preds["predictions"][:, 0] - val.targets[:, 0]) ** 2))
     assert mse == pytest.approx(rows[result.best_epoch - 1]["val_loss"], rel=1e-5)
@@ -493,7 +495,7 @@ def test_sklearn_estimator_on_galaxy_set_catalogue(tmp_path, tiny_galsim_set):
                   for s in ("train", "val"))
     result = EstimatorTrainer().fit(Ridge(), train, val, tmp_path)
     assert [r["epoch"] for r in metrics(tmp_path)] == [1] and result.record["_target_"].endswith("Ridge")
-    preds = np.load(tmp_path / "predictions_val.npz")
+    preds = _load_predictions(tmp_path / "predictions_val.h5")
     np.testing.assert_array_equal(preds["ids"], val.ids)
     assert preds["predictions"].shape == (len(val), 1)
 

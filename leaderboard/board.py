@@ -1,0 +1,233 @@
+"""The leaderboard: verified run records, submissions, ranking.
+
+Every number on the board is computed here, by the task's own ``evaluate``, from a stored copy
+of the predictions and the held-out truth; nothing a submitter reports is trusted. Each record
+pins the data (content hash), the code (sim2obs version, git commit, package versions) and the
+configuration (full resolved config and its hash). Stored predictions are content-addressed
+(``<store>/predictions/<sha256>.h5``); :meth:`Leaderboard.verify` detects a file changed after
+recording and recomputes the metrics.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from sim2obs.atomic import atomic_write
+from sim2obs.errors import DataFormatError, Sim2obsValueError
+from sim2obs.leaderboard.db import DEFAULT_DB_NAME, Metric, Run, connect, default_url, utcnow
+from sim2obs.provenance import git_commit, package_versions, stable_hash
+from sim2obs.predictions import Predictions
+from sim2obs.tasks.base import Task
+
+#: A ranked entry needs at least this many seeds (as WILDS asks).
+MIN_SEEDS_RANKED = 3
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hardware() -> dict[str, Any]:
+    """CPU model and count, and the GPU model when CUDA is available."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+            out["gpu_count"] = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - hardware description is best effort
+        pass
+    return out
+
+
+def data_kind(task: Task) -> str:
+    """``sim`` for a generated set, ``real`` for a set built from survey data."""
+    return "real" if "path" in task.config.data and task.galaxy_set.provenance.get("generator") is None else "sim"
+
+
+@dataclass
+class RunInfo:
+    """What the submitter states about a run (everything else is measured or recomputed)."""
+
+    model_name: str
+    model_target: str | None = None
+    model_version: str | None = None
+    n_parameters: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    train_seconds: float | None = None
+    submitter: str = ""
+
+
+class Leaderboard:
+    """A board at an SQLAlchemy ``url`` (default: SQLite in ``results_dir``) with stored
+    predictions under ``store_dir`` (default: beside the SQLite file)."""
+
+    def __init__(self, url: str | None = None, results_dir: str | os.PathLike | None = None,
+                 store_dir: str | os.PathLike | None = None):
+        results_dir = Path(results_dir or os.environ.get("SIM2OBS_RESULTS", "sim2obs_results"))
+        self.url = url or default_url(results_dir)
+        if store_dir is None:
+            if not self.url.startswith("sqlite"):
+                raise Sim2obsValueError("a shared (non-SQLite) board needs store_dir: a folder every "
+                                        "submitter can read for the stored predictions", value=self.url)
+            db_file = self.url.split("///", 1)[1] if "///" in self.url else str(results_dir / DEFAULT_DB_NAME)
+            store_dir = Path(db_file).parent / "leaderboard_store"
+        self.store_dir = Path(store_dir)
+        self.engine, self.Session = connect(self.url)
+
+    # -- recording ------------------------------------------------------------------------
+    def _store(self, source: Path, sha: str) -> Path:
+        dest = self.store_dir / "predictions" / f"{sha}.h5"
+        if not dest.exists():
+            atomic_write(dest, lambda f: f.write(source.read_bytes()))
+        return dest
+
+    def record(self, task: Task, predictions_file: str | os.PathLike, info: RunInfo, split: str | None = None,
+               source: str = "submission", eval_seconds: float | None = None) -> Run:
+        """Validate ``predictions_file`` (HDF5 or CSV) against ``task``'s ``split``, recompute
+        every metric, store a copy and record the run in one transaction. The same predictions
+        (same file hash, task, split and data) return the existing record."""
+        from sim2obs.leaderboard.submission import read_predictions
+
+        split = split or task.config.eval_split
+        path = Path(predictions_file)
+        t0 = time.perf_counter()
+        predictions = read_predictions(path, task)
+        metrics = task.evaluate(predictions, split)  # refuses anything that does not match the split
+        eval_seconds = eval_seconds if eval_seconds is not None else time.perf_counter() - t0
+        sha = file_sha256(path)
+        existing = self._find(task.name, split, task.galaxy_set.content_hash, sha)
+        if existing is not None:
+            return existing
+        if path.suffix.lower() == ".csv":  # store the canonical HDF5 form, hash that
+            canonical = self.store_dir / "incoming" / f"{sha}.h5"
+            predictions.save(canonical, task=task.name, split=split)
+            stored_sha = file_sha256(canonical)
+            stored = self._store(canonical, stored_sha)
+            canonical.unlink()
+        else:
+            stored_sha, stored = sha, self._store(path, sha)
+        config = dict(info.config)
+        import sim2obs
+
+        run = Run(created_at=utcnow(), submitter=info.submitter or _user(), task=task.name,
+                  task_version=task.metadata.version, split=split, data_name=task.galaxy_set.name,
+                  data_content_hash=task.galaxy_set.content_hash, data_kind=data_kind(task),
+                  model_name=info.model_name, model_version=info.model_version, model_target=info.model_target,
+                  n_parameters=info.n_parameters, config_hash=config_hash(config), config=config, seed=info.seed,
+                  main_score=task.metadata.main_score, main_value=metrics[task.metadata.main_score],
+                  predictions_sha256=sha, stored_sha256=stored_sha, predictions_path=str(stored), train_seconds=info.train_seconds,
+                  eval_seconds=eval_seconds, hardware=hardware(), package_versions=package_versions(),
+                  sim2obs_version=sim2obs.__version__, git_commit=git_commit(), source=source,
+                  metrics=[Metric(key=k, value=float(v)) for k, v in metrics.items()])
+        try:
+            with self.Session.begin() as session:
+                session.add(run)
+        except IntegrityError:  # another process recorded the same predictions first
+            existing = self._find(task.name, split, task.galaxy_set.content_hash, sha)
+            if existing is None:
+                raise
+            return existing
+        return run
+
+    def record_task_rows(self, task: Task, rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
+                         submitter: str = "") -> list[Run]:
+        """Record the rows of :meth:`Task.run` (a benchmark run records itself)."""
+        out = []
+        for row in rows:
+            info = row.get("info") or {}
+            config = {"method": row["method"], "method_config": row.get("method_config", {}),
+                      "task_config": row.get("task_config", {})}
+            seed = (row.get("task_config") or {}).get("seed")
+            run_info = RunInfo(model_name=row["method"], model_target=info.get("_target_"),
+                               model_version=info.get("version"), n_parameters=info.get("n_parameters"),
+                               config=config, seed=seed, train_seconds=info.get("train_seconds", row.get("wall_seconds")),
+                               submitter=submitter)
+            out.append(self.record(task, Path(out_dir) / row["method"] / row["predictions"], run_info,
+                                   split=row["split"], source="benchmark"))
+        return out
+
+    def _find(self, task: str, split: str, data_hash: str, sha: str) -> Run | None:
+        with self.Session() as session:
+            return session.scalars(select(Run).where(Run.task == task, Run.split == split,
+                                                     Run.data_content_hash == data_hash,
+                                                     Run.predictions_sha256 == sha)).first()
+
+    # -- reading --------------------------------------------------------------------------
+    def runs(self, task: str | None = None) -> list[Run]:
+        with self.Session() as session:
+            q = select(Run).order_by(Run.id)
+            if task is not None:
+                q = q.where(Run.task == task)
+            return list(session.scalars(q))
+
+    def tasks(self) -> list[str]:
+        with self.Session() as session:
+            return sorted(set(session.scalars(select(Run.task))))
+
+    def verify(self, run: Run, task: Task | None = None) -> dict[str, Any]:
+        """Check a record: the stored file's hash equals the recorded one (tamper detection)
+        and, given the task, the metrics equal a fresh recomputation. Returns
+        ``{"hash_ok", "metrics_ok", "recomputed"}``; a changed file raises
+        :class:`DataFormatError` naming it."""
+        path = Path(run.predictions_path)
+        if not path.exists():
+            raise DataFormatError(path, None, f"stored predictions of run {run.id} are missing")
+        want = run.stored_sha256
+        got = file_sha256(path)
+        if got != want:
+            raise DataFormatError(path, "sha256", f"stored predictions of run {run.id} were changed after "
+                                  f"recording (sha256 {got[:12]}…, recorded {want[:12]}…)")
+        out: dict[str, Any] = {"hash_ok": True, "metrics_ok": None, "recomputed": None}
+        if task is not None:
+            recomputed = task.evaluate(Predictions.load(path), run.split)
+            stored = run.metric_dict()
+            out["recomputed"] = recomputed
+            out["metrics_ok"] = set(recomputed) == set(stored) and all(
+                np.isclose(recomputed[k], stored[k], rtol=1e-9, atol=1e-12) for k in stored)
+        return out
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Hash of a run's config without its seed, so seeds of one configuration aggregate."""
+    def strip(obj):
+        if isinstance(obj, Mapping):
+            return {k: strip(v) for k, v in obj.items() if k != "seed"}
+        return obj
+
+    return stable_hash(strip(dict(config)), 16)
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "hardware", "file_sha256", "config_hash"]

@@ -1,0 +1,128 @@
+"""``sim2obs leaderboard``: show, submit, page, verify."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _board(ns):
+    from sim2obs.leaderboard import Leaderboard
+
+    return Leaderboard(url=ns.url, results_dir=ns.results_dir)
+
+
+def _metric_keys(task_name: str, runs) -> list[str]:
+    from sim2obs.tasks import TASKS
+
+    if task_name in TASKS:
+        return list(TASKS.get(task_name).metadata.metrics)
+    return sorted({k for r in runs for k in r.metric_dict()})
+
+
+def cmd_show(ns) -> None:
+    from sim2obs.leaderboard import aggregate, rank, to_csv, to_markdown, to_text
+
+    board = _board(ns)
+    names = [ns.task] if ns.task else board.tasks()
+    if ns.task and ns.task not in board.tasks():
+        from sim2obs.tasks import TASKS
+
+        TASKS.get(ns.task)  # a typo gets "did you mean"
+    if not names:
+        print("the leaderboard is empty: run `sim2obs run` or `sim2obs leaderboard submit`")
+        return
+    render = {"text": to_text, "markdown": to_markdown, "csv": to_csv}[ns.format]
+    for name in names:
+        runs = board.runs(name)
+        entries = rank(aggregate(runs))
+        text = render(entries, _metric_keys(name, runs))
+        if ns.format == "csv":
+            print(text, end="")
+        else:
+            print(f"\n{'## ' if ns.format == 'markdown' else ''}{name} ({len(runs)} runs)\n")
+            print(text)
+
+
+def cmd_submit(ns) -> None:
+    from sim2obs.leaderboard import RunInfo
+    from sim2obs.tasks import build_task, load_task_config
+
+    overrides = list(ns.set or [])
+    config = load_task_config(ns.task, ns.preset, overrides)
+    task = build_task(ns.task, config, data_dir=ns.data_dir, progress=False)
+    board = _board(ns)
+    info = RunInfo(model_name=ns.model_name, model_target=ns.model_target, model_version=ns.model_version,
+                   n_parameters=ns.n_parameters, seed=ns.seed, train_seconds=ns.train_seconds,
+                   submitter=ns.submitter or "",
+                   config={"preset": ns.preset, "overrides": overrides, "task_config": config,
+                           "model": {"name": ns.model_name, "_target_": ns.model_target, "version": ns.model_version},
+                           "seed": ns.seed})
+    before = {r.id for r in board.runs(ns.task)}
+    run = board.record(task, ns.predictions, info, split=ns.split, source="submission")
+    state = "already recorded as" if run.id in before else "recorded as"
+    print(f"{ns.predictions}: {state} run #{run.id} ({run.task}/{run.split}, {run.main_score} = {run.main_value:.5g})")
+
+
+def cmd_page(ns) -> None:
+    from sim2obs.leaderboard import build_page
+
+    board = _board(ns)
+    out = Path(ns.out or Path(ns.results_dir) / "leaderboard")
+    index = build_page(board, out, data_dir=ns.data_dir, log=lambda s: print(s, file=sys.stderr))
+    print(f"wrote {index} (open it in a browser)")
+
+
+def cmd_verify(ns) -> None:
+    from sim2obs.errors import Sim2obsError
+    from sim2obs.leaderboard.page import _default_factory
+
+    board = _board(ns)
+    factory = _default_factory(ns.data_dir)
+    bad = 0
+    runs = board.runs(ns.task)
+    for run in runs:
+        try:
+            result = board.verify(run, factory(run))
+            ok = result["metrics_ok"]
+            print(f"run #{run.id} {run.task}/{run.model_name}: hash ok, metrics "
+                  f"{'recomputed ok' if ok else 'NOT recomputed (data absent)' if ok is None else 'DIFFER'}")
+            bad += ok is False
+        except Sim2obsError as exc:
+            bad += 1
+            print(f"run #{run.id} {run.task}/{run.model_name}: {exc}")
+    print(f"{len(runs) - bad}/{len(runs)} runs verified")
+    if bad:
+        sys.exit(1)
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="sim2obs leaderboard", description=(
+        "verified results: every number recomputed from stored predictions and held-out truth"))
+    parser.add_argument("--url", default=None, help="SQLAlchemy URL (default: SQLite in the results folder)")
+    parser.add_argument("--results-dir", default=os.environ.get("SIM2OBS_RESULTS", "sim2obs_results"))
+    parser.add_argument("--data-dir", default=os.environ.get("SIM2OBS_DATA", "sim2obs_data"))
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("show", help="ranked table per task")
+    p.add_argument("--task", default=None)
+    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p = sub.add_parser("submit", help="record a predictions file (HDF5 or CSV) made anywhere")
+    p.add_argument("--task", required=True)
+    p.add_argument("--predictions", required=True, help="HDF5 (.h5) or CSV (.csv) predictions file")
+    p.add_argument("--split", default=None, help="default: the task's evaluation split")
+    p.add_argument("--preset", default="quick", help="the task preset whose data the predictions are for")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="task config override (repeatable)")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model-target", default=None, help="the model's _target_ (import path)")
+    p.add_argument("--model-version", default=None)
+    p.add_argument("--n-parameters", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--train-seconds", type=float, default=None)
+    p.add_argument("--submitter", default=None)
+    p = sub.add_parser("page", help="write the static HTML leaderboard")
+    p.add_argument("--out", default=None, help="default: <results-dir>/leaderboard")
+    p = sub.add_parser("verify", help="check stored predictions' hashes and recompute metrics")
+    p.add_argument("--task", default=None)
+    ns = parser.parse_args(args)
+    {"show": cmd_show, "submit": cmd_submit, "page": cmd_page, "verify": cmd_verify}[ns.action](ns)

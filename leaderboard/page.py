@@ -1,0 +1,193 @@
+"""A static HTML leaderboard that works opened from disk (no server, no network).
+
+``index.html``: one section per task with its description, a sortable table of ranked and
+unranked entries (every metric, sim and real side by side) and, per entry, the plots of its
+best run (predicted versus true, residual histograms, coverage curves). ``runs/<id>.html``: one
+page per run with its metrics, configuration and provenance. Plots are drawn from the stored
+predictions and the held-out truth (when the task's data is present on this machine).
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from sim2obs.atomic import atomic_write
+from sim2obs.leaderboard.ranking import aggregate, rank, table_rows
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f0f0f0;cursor:pointer;user-select:none}
+th.sorted-asc::after{content:" \\25B2"} th.sorted-desc::after{content:" \\25BC"}
+tr.unranked td{color:#777}
+.plots img{height:220px;margin:4px;border:1px solid #ddd}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}
+.rules{background:#fffbe6;border:1px solid #e6d98c;padding:0.5em 1em}
+"""
+
+# Click a header to sort by that column; numbers sort numerically ("1.2 ± 0.1" by its mean).
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('th').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var asc = !th.classList.contains('sorted-asc');
+      table.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
+      th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
+      function key(r){var t=r.cells[col].textContent.trim(); var v=parseFloat(t); return isNaN(v)?t:v;}
+      rows.sort(function(a,b){var x=key(a),y=key(b);
+        if(typeof x==='number'&&typeof y==='number') return asc?x-y:y-x;
+        return asc?String(x).localeCompare(String(y)):String(y).localeCompare(String(x));});
+      rows.forEach(function(r){body.appendChild(r);});
+    });
+  });
+});
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>\n{body}\n<script>{_SORT_JS}</script></body></html>\n")
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+    return path
+
+
+def run_plots(run, task, out_dir: Path) -> list[Path]:
+    """The task's plots for one stored run (predicted vs true, residuals, coverage), drawn
+    into ``out_dir``; [] when the task's data is not on this machine."""
+    from sim2obs.predictions import Predictions
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    existing = sorted(out_dir.glob("*.png"))
+    if existing:
+        return existing
+    predictions = Predictions.load(run.predictions_path)
+    aligned, truth = task.align(predictions, run.split)
+    return task.plot(aligned, truth, out_dir)
+
+
+def build_page(board, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+               task_factory: Callable[[Any], Any] | None = None, log: Callable[[str], None] = lambda s: None) -> Path:
+    """Write the site into ``out_dir``; return the path of ``index.html``.
+
+    ``task_factory(run)`` returns the task object for a run (to draw its plots) or None;
+    the default rebuilds it from the run's recorded task config with its data in ``data_dir``
+    (never generating data).
+    """
+    from sim2obs.tasks import TASKS
+
+    out = Path(out_dir)
+    factory = task_factory or _default_factory(data_dir)
+    sections, toc = [], []
+    for task_name in board.tasks():
+        runs = board.runs(task_name)
+        entries = rank(aggregate(runs))
+        meta = TASKS.get(task_name).metadata if task_name in TASKS else None
+        keys = list(meta.metrics) if meta else sorted({k for r in runs for k in r.metric_dict()})
+        header, rows = table_rows(entries, keys)
+        by_id = {r.id: r for r in runs}
+        thead = "".join(f"<th>{_e(h)}</th>" for h in header + ["runs"])
+        body_rows = []
+        plots_html = []
+        for e, cells in zip(entries, rows):
+            links = " ".join(f"<a href=\"runs/{i}.html\">#{i}</a>" for i in e.run_ids)
+            cls = "" if e.rank else " class=\"unranked\""
+            body_rows.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + f"<td>{links}</td></tr>")
+            best = _best_run([by_id[i] for i in e.run_ids])
+            imgs = _plots_for(best, factory, out, log)
+            if imgs:
+                plots_html.append(f"<div class=\"plots\" data-run=\"{best.id}\"><h4>{_e(e.model_name)} "
+                                  f"(run #{best.id})</h4>" + "".join(
+                                      f"<a href=\"{_e(p)}\"><img src=\"{_e(p)}\" alt=\"{_e(Path(p).stem)} of run "
+                                      f"{best.id}\"></a>" for p in imgs) + "</div>")
+        desc = f"<p>{_e(meta.description)}<br><small>{_e(meta.citation)}</small></p>" if meta else ""
+        main = f"<p>Ranked by <b>{_e(entries[0].main_score if entries else '')}</b>" \
+               f" on the simulated test split (mean ± std over seeds).</p>"
+        sections.append(
+            f"<section id=\"task-{_e(task_name)}\"><h2>{_e(task_name)}</h2>{desc}{main}"
+            f"<table class=\"sortable\" data-task=\"{_e(task_name)}\"><thead><tr>{thead}</tr></thead><tbody>"
+            + "".join(body_rows) + "</tbody></table>" + "".join(plots_html) + "</section>")
+        toc.append(f"<li><a href=\"#task-{_e(task_name)}\">{_e(task_name)}</a> ({len(runs)} runs)</li>")
+        for run in runs:
+            _write(out / "runs" / f"{run.id}.html", _run_page(run, out, factory, log))
+    rules = ("<div class=\"rules\"><b>Rules.</b> Every number is recomputed by sim2obs from stored predictions "
+             "and held-out truth. No training or model selection on test data; a ranked entry needs at least "
+             "3 seeds. Greyed rows are unranked.</div>")
+    body = f"<h1>sim2obs leaderboard</h1>{rules}<ul>{''.join(toc)}</ul>" + "".join(sections)
+    if not sections:
+        body += "<p>No runs recorded yet: run <code>sim2obs run</code> or <code>sim2obs leaderboard submit</code>.</p>"
+    return _write(out / "index.html", _page("sim2obs leaderboard", body))
+
+
+def _best_run(runs):
+    from sim2obs.tasks.metrics import ranking_loss
+
+    return min(runs, key=lambda r: ranking_loss(r.main_score, r.main_value))
+
+
+def _plots_for(run, factory, out: Path, log) -> list[str]:
+    task = factory(run)
+    if task is None:
+        return []
+    try:
+        paths = run_plots(run, task, out / "plots" / f"run-{run.id}")
+    except Exception as exc:  # noqa: BLE001 - a page without plots beats no page
+        log(f"plots of run {run.id} unavailable: {exc}")
+        return []
+    return [str(p.relative_to(out)) for p in paths]
+
+
+def _run_page(run, out: Path, factory, log) -> str:
+    metrics = "".join(f"<tr><td>{_e(k)}</td><td>{v:.6g}</td></tr>" for k, v in sorted(run.metric_dict().items()))
+    imgs = "".join(f"<img src=\"../{_e(p)}\" alt=\"{_e(Path(p).stem)}\">" for p in _plots_for(run, factory, out, log))
+    prov = {
+        "task": f"{run.task} v{run.task_version}", "split": run.split, "data": f"{run.data_name} ({run.data_kind})",
+        "data content hash": run.data_content_hash, "model": run.model_name, "_target_": run.model_target,
+        "parameters": run.n_parameters, "seed": run.seed, "config hash": run.config_hash,
+        "predictions sha256": run.predictions_sha256, "train seconds": run.train_seconds,
+        "eval seconds": run.eval_seconds, "sim2obs": run.sim2obs_version, "git commit": run.git_commit,
+        "submitter": run.submitter, "recorded": run.created_at, "source": run.source,
+    }
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in prov.items())
+    body = (f"<p><a href=\"../index.html\">&larr; leaderboard</a></p><h1>Run #{run.id}: {_e(run.model_name)} on "
+            f"{_e(run.task)}</h1><h2>Metrics</h2><table>{metrics}</table><div class=\"plots\">{imgs}</div>"
+            f"<h2>Provenance</h2><table>{rows}</table>"
+            f"<h2>Hardware</h2><pre>{_e(json.dumps(run.hardware, indent=2))}</pre>"
+            f"<h2>Configuration</h2><pre>{_e(json.dumps(run.config, indent=2, default=str))}</pre>"
+            f"<h2>Package versions</h2><pre>{_e(json.dumps(run.package_versions, indent=2))}</pre>")
+    return _page(f"run {run.id}", body)
+
+
+def _default_factory(data_dir) -> Callable[[Any], Any]:
+    """Rebuild each run's task from its recorded task config (cached per config)."""
+    from sim2obs.tasks import TASKS
+
+    cache: dict[str, Any] = {}
+
+    def factory(run):
+        cfg = (run.config or {}).get("task_config")
+        if cfg is None or run.task not in TASKS:
+            return None
+        key = json.dumps([run.task, cfg], sort_keys=True, default=str)
+        if key not in cache:
+            try:
+                task = TASKS.get(run.task)(cfg, data_dir=data_dir)
+                if task.prepare(generate=False).content_hash != run.data_content_hash:
+                    task = None
+            except Exception:  # noqa: BLE001 - data not on this machine: no plots
+                task = None
+            cache[key] = task
+        return cache[key]
+
+    return factory

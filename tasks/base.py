@@ -1,0 +1,476 @@
+"""The task abstraction: metadata, data binding, methods, and evaluation owned by the task.
+
+A task is declared once, as a :class:`Task` subclass with a :class:`TaskMetadata` and a config
+dataclass (subclass of :class:`TaskConfig`). It
+
+- binds data: :meth:`Task.prepare` generates the simulated set its config names (or opens a
+  real set and checks its content hash);
+- gives methods (baselines and models) the training and validation data with labels, and the
+  evaluation split's inputs only (:meth:`Task.labels` refuses the evaluation split);
+- owns :meth:`Task.evaluate`: every metric from predictions and the held-out truth, after
+  checking that the predictions cover exactly the split's objects;
+- runs every method (:meth:`Task.run`), saving predictions with object ids, metrics and plots
+  per method under ``<out>/<method>/``, resuming after a kill (a method whose result is
+  already recorded under the same config and data is not rerun).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from sim2obs.atomic import atomic_write
+from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
+from sim2obs.predictions import Predictions
+from sim2obs.provenance import package_versions, stable_hash
+
+PREDICTIONS_FILE = "predictions_{split}.h5"
+RESULT_FILE = "result.json"
+RESULTS_FILE = "results.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata and config
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PaperResult:
+    """A number the paper reports, printed beside ours for reference (the papers used real
+    data, so ours are not expected to match)."""
+
+    value: float
+    note: str = ""
+    metric: str | None = None  # when the paper reports another quantity than the main score
+
+
+@dataclass(frozen=True)
+class TaskMetadata:
+    """What a task is. ``targets`` are catalogue columns (the model's outputs, in order);
+    ``main_score`` is one of ``metrics`` (keys of :mod:`sim2obs.tasks.metrics`, or
+    ``target/key`` for a per-target metric); ``paper`` maps method names to the paper's value
+    of the main score."""
+
+    name: str
+    version: str
+    description: str
+    citation: str
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    target_units: tuple[str, ...]
+    main_score: str
+    metrics: tuple[str, ...]
+    higher_is_better: bool = False
+    requires_posterior: bool = False
+    paper: Mapping[str, PaperResult] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.main_score not in self.metrics:
+            raise Sim2obsValueError("main_score must be one of the task's metrics", value=self.main_score,
+                                    allowed=list(self.metrics))
+        if len(self.target_units) != len(self.targets):
+            raise Sim2obsValueError("one unit per target", value=self.target_units)
+
+
+@dataclass
+class TaskConfig:
+    """Settings every task has. ``data``: generator overrides (``{"generator": "galsim",
+    "n": 2000, ...}``) or a real set ``{"path": ..., "content_hash": ...}``; ``methods``: the
+    methods to run (null: all); ``eval_split``: the held-out split the task scores."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] | None = None
+    eval_split: str = "test"
+    seed: int = 0
+    plots: bool = True
+
+
+def coerce_config(cls: type, cfg: Any, prefix: str) -> Any:
+    """Merge ``cfg`` (dict / OmegaConf node / ``cls`` instance / None) onto the dataclass
+    ``cls``'s defaults; typos and wrong types raise :class:`ConfigError` naming ``prefix.key``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(cfg, cls):
+        return cfg
+    base = OmegaConf.structured(cls)
+    try:
+        src = OmegaConf.create({} if cfg is None else (cfg if OmegaConf.is_config(cfg) else dict(cfg)))
+        merged = OmegaConf.merge(base, src)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise ConfigError(f"{prefix}.{key}".rstrip("."), str(exc).splitlines()[0]) from None
+    return OmegaConf.to_object(merged)
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(obj, resolve=True) if OmegaConf.is_config(obj) else obj
+
+
+@dataclass
+class Truth:
+    """Held-out truth of one split, aligned with :class:`Predictions` after :meth:`Task.align`.
+    ``errors``: (N, T) catalogue uncertainties where the task has them; ``extra``: other
+    catalogue columns a task's diagnostics need (e.g. stellar mass)."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    errors: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MethodOutput:
+    """What a method returns: predictions for the evaluation split, and what to record about it
+    (``info``: e.g. ``model``, ``_target_``, ``n_parameters``, ``train_seconds``)."""
+
+    predictions: Predictions
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    """A baseline or model of a task. ``run(task, workdir)`` trains on the task's training and
+    validation data and predicts its evaluation split; ``config`` (plain data) identifies the
+    method for resuming and for the leaderboard."""
+
+    name: str
+    kind: str  # "baseline" | "model"
+    description: str
+    run: Callable[["Task", Path], MethodOutput]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Task
+# --------------------------------------------------------------------------------------------
+class Task:
+    """Base class of benchmark tasks. Subclasses set ``metadata`` and ``config_class`` and
+    implement :meth:`methods` and :meth:`compute_metrics`; they may extend :meth:`truth`
+    (extra columns), :meth:`plot` and :meth:`summarise`."""
+
+    metadata: ClassVar[TaskMetadata]
+    config_class: ClassVar[type] = TaskConfig
+
+    def __init__(self, config: Any = None, data_dir: str | os.PathLike | None = None,
+                 cluster: Mapping[str, Any] | None = None, progress: bool = False):
+        self.config = coerce_config(self.config_class, config, f"task.{self.metadata.name}")
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(
+            os.environ.get("SIM2OBS_DATA", "sim2obs_data"))
+        self.cluster = dict(cluster) if cluster is not None else None
+        self.progress = progress
+        self._galaxy_set = None
+        self.validate_config()
+
+    # -- metadata shortcuts ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.metadata.targets
+
+    def validate_config(self) -> None:
+        """Refuse unusable settings before any work (subclasses extend; call super)."""
+        data = self.config.data
+        if "path" in data and ("generator" in data or "n" in data):
+            raise ConfigError(f"task.{self.name}.data", "give either a real set (path, content_hash) or "
+                              "generator settings, not both", value=sorted(data))
+        names = [m.name for m in self.methods()]
+        for m in self.config.methods or []:
+            if m not in names:
+                raise ConfigError(f"task.{self.name}.methods", "unknown method", value=m, allowed=names)
+
+    # -- data binding ---------------------------------------------------------------------
+    def simgen_config(self) -> dict[str, Any]:
+        """The generator config of the task's simulated data (defaults filled in)."""
+        from sim2obs.simgen import canonical_config
+
+        return canonical_config({"generator": "galsim", **self.config.data})
+
+    def prepare(self, generate: bool = True):
+        """Generate (or reuse) the task's simulated set, or open its real set; return the
+        :class:`~sim2obs.galaxyset.GalaxySet`. With ``generate=False`` a simulated set that is
+        not on disk yet raises :class:`DataFormatError` instead of being generated."""
+        if self._galaxy_set is not None:
+            return self._galaxy_set
+        from sim2obs.galaxyset import open_galaxy_set
+
+        data = dict(self.config.data)
+        if "path" in data:
+            gs = open_galaxy_set(data["path"], check="schema")
+            want = data.get("content_hash")
+            if want and gs.content_hash != want:
+                raise DataFormatError(gs.path, "content_hash", f"the set's content hash {gs.content_hash} is "
+                                      f"not the one task.{self.name}.data.content_hash names ({want})")
+        else:
+            from sim2obs.simgen import default_set_path, prepare_set
+
+            if not generate and not (default_set_path(self.simgen_config(), self.data_dir) / "manifest.json").exists():
+                raise DataFormatError(default_set_path(self.simgen_config(), self.data_dir), None,
+                                      f"the simulated set of task {self.name} is not generated yet")
+            path = prepare_set(self.simgen_config(), data_dir=self.data_dir, cluster=self.cluster,
+                               progress=self.progress)
+            gs = open_galaxy_set(path, check="schema")
+        self.check_set(gs)
+        self._galaxy_set = gs
+        return gs
+
+    def check_set(self, gs) -> None:
+        """Refuse a set that lacks the task's inputs, targets or splits (naming what is missing)."""
+        for name in self.metadata.inputs:
+            if name not in gs.schema.stack_names and name not in gs.schema.column_names:
+                raise DataFormatError(gs.path, name, f"task {self.name} needs this input")
+        for name in self.targets:
+            if name not in gs.schema.column_names:
+                raise DataFormatError(gs.path, name, f"task {self.name} needs this target column")
+        for split in ("train", "val", self.config.eval_split):
+            if split not in gs.split_names:
+                raise DataFormatError(gs.path, "split", f"task {self.name} needs split {split!r}; the set has "
+                                      f"{list(gs.split_names)}")
+
+    @property
+    def galaxy_set(self):
+        return self.prepare()
+
+    @property
+    def data_identity(self) -> dict[str, Any]:
+        """What the results were computed on: set name, content hash, path."""
+        gs = self.galaxy_set
+        return {"name": gs.name, "content_hash": gs.content_hash, "path": str(gs.path),
+                "generator": gs.provenance.get("generator")}
+
+    def split_ids(self, split: str) -> np.ndarray:
+        return self.galaxy_set.column("id", split)
+
+    def labels(self, split: str) -> np.ndarray:
+        """(N, T) targets of a training or validation split. The evaluation split is refused:
+        methods never see its labels."""
+        if split == self.config.eval_split:
+            raise Sim2obsValueError(f"labels of the evaluation split {split!r} are held out; "
+                                    "methods train and select on other splits", value=split)
+        gs = self.galaxy_set
+        return np.stack([gs.column(t, split) for t in self.targets], axis=1).astype(np.float64)
+
+    def features(self, split: str, columns: Sequence[str]) -> np.ndarray:
+        """(N, F) catalogue columns that are observables (never a target) of any split."""
+        bad = [c for c in columns if c in self.targets or c in self.label_columns()]
+        if bad:
+            raise Sim2obsValueError(f"columns {bad} are labels of task {self.name}, not observables", value=bad)
+        gs = self.galaxy_set
+        return np.stack([gs.column(c, split) for c in columns], axis=1).astype(np.float64)
+
+    def label_columns(self) -> tuple[str, ...]:
+        """Catalogue columns that are labels (targets and their errors); subclasses add more."""
+        gs = self.galaxy_set
+        errs = [gs.schema.column(t).error for t in self.targets]
+        return tuple(self.targets) + tuple(e for e in errs if e)
+
+    def truth(self, split: str) -> Truth:
+        """Held-out truth (used only by :meth:`evaluate` and the diagnostics)."""
+        gs = self.galaxy_set
+        values = np.stack([gs.column(t, split) for t in self.targets], axis=1).astype(np.float64)
+        errs = [gs.schema.column(t).error for t in self.targets]
+        errors = (np.stack([gs.column(e, split) for e in errs], axis=1).astype(np.float64)
+                  if all(errs) else None)
+        return Truth(ids=gs.column("id", split), values=values, errors=errors)
+
+    # -- evaluation -----------------------------------------------------------------------
+    def align(self, predictions: Predictions, split: str) -> tuple[Predictions, Truth]:
+        """Check predictions against the split and put them in the truth's order.
+
+        Refused (with what and where): wrong target names, ids that are not exactly the
+        split's ids (missing, extra, duplicated), wrong shapes, NaN/inf, negative sigma,
+        missing posterior samples when the task ranks calibration.
+        """
+        p = predictions
+        if tuple(p.targets) != tuple(self.targets):
+            raise Sim2obsValueError(f"predictions are for targets {list(p.targets)}; task {self.name} "
+                                    f"predicts {list(self.targets)}", value=list(p.targets),
+                                    allowed=list(self.targets))
+        truth = self.truth(split)
+        n, t = len(truth.ids), len(self.targets)
+        if n == 0:
+            raise Sim2obsValueError(f"split {split!r} is empty: nothing to evaluate", value=split)
+        ids = np.asarray(p.ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise Sim2obsValueError("ids must be a 1-D integer array", value=f"{ids.dtype} {ids.shape}")
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            dup = uniq[counts > 1]
+            raise Sim2obsValueError(f"{len(dup)} id(s) appear more than once, e.g. {dup[:5].tolist()}",
+                                    value=int(dup[0]))
+        missing = np.setdiff1d(truth.ids, ids)
+        extra = np.setdiff1d(ids, truth.ids)
+        if len(missing) or len(extra):
+            raise Sim2obsValueError(
+                f"ids do not match split {split!r} ({n} objects): {len(missing)} missing "
+                f"(e.g. {missing[:5].tolist()}), {len(extra)} not in the split (e.g. {extra[:5].tolist()})",
+                value=len(ids))
+        if p.values.shape != (n, t):
+            raise Sim2obsValueError(f"predictions must have shape ({n}, {t})", value=p.values.shape)
+        arrays = {"predictions": p.values}
+        if p.samples is not None:
+            if p.samples.ndim != 3 or p.samples.shape[1:] != (n, t) or p.samples.shape[0] < 2:
+                raise Sim2obsValueError(f"posterior samples must have shape (S >= 2, {n}, {t})",
+                                        value=p.samples.shape)
+            arrays["samples"] = p.samples
+        if p.sigma is not None:
+            if p.sigma.shape != (n, t):
+                raise Sim2obsValueError(f"sigma must have shape ({n}, {t})", value=p.sigma.shape)
+            if (p.sigma < 0).any():
+                raise Sim2obsValueError("sigma must be >= 0", value=float(np.nanmin(p.sigma)))
+            arrays["sigma"] = p.sigma
+        for name, a in arrays.items():
+            bad = ~np.isfinite(a)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise Sim2obsValueError(f"{name} contain {int(bad.sum())} NaN/inf value(s), first at index "
+                                        f"{where}", value=float(a[where]))
+        if self.metadata.requires_posterior and p.samples is None:
+            raise Sim2obsValueError(f"task {self.name} ranks calibration: posterior samples are required",
+                                    value=None)
+        position = {int(i): k for k, i in enumerate(ids)}
+        order = np.fromiter((position[int(i)] for i in truth.ids), dtype=np.int64, count=n)
+        return p.subset(order), truth
+
+    def evaluate(self, predictions: Predictions, split: str | None = None) -> dict[str, float]:
+        """Every metric of the task, from ``predictions`` and the held-out truth of ``split``
+        (default: the evaluation split). Keys are :attr:`TaskMetadata.metrics`."""
+        split = split or self.config.eval_split
+        p, truth = self.align(predictions, split)
+        out = self.compute_metrics(p, truth)
+        missing = [k for k in self.metadata.metrics if k not in out]
+        if missing:
+            raise RuntimeError(f"task {self.name} did not compute metrics {missing}")
+        return {k: float(out[k]) for k in self.metadata.metrics}
+
+    # -- to implement -----------------------------------------------------------------------
+    def methods(self) -> list[Method]:
+        """Every baseline and model of the task, in the order they run and are reported.
+        Built from the config alone (cheap; must not touch the data)."""
+        raise NotImplementedError
+
+    def compute_metrics(self, predictions: Predictions, truth: Truth) -> dict[str, float]:
+        """Metrics from aligned predictions and truth (both in the truth's order)."""
+        raise NotImplementedError
+
+    def plot(self, predictions: Predictions, truth: Truth, out_dir: Path) -> list[Path]:
+        """Per-method plots: predicted versus true (density-coloured) and residual histograms
+        per target; posterior coverage curves when samples exist. Subclasses add diagnostics."""
+        from sim2obs.tasks import plots
+
+        paths = []
+        for k, (target, unit) in enumerate(zip(self.targets, self.metadata.target_units)):
+            label = f"{target} [{unit}]" if unit else target
+            paths.append(plots.predicted_vs_true(truth.values[:, k], predictions.values[:, k],
+                                                 out_dir / f"pred_vs_true_{target}.png", label=label))
+            paths.append(plots.residual_histogram(predictions.values[:, k] - truth.values[:, k],
+                                                  out_dir / f"residuals_{target}.png", label=f"Δ{label}"))
+        if predictions.samples is not None:
+            paths.append(plots.coverage_curves(predictions.samples, truth.values, list(self.targets),
+                                               out_dir / "coverage.png"))
+        return paths
+
+    def summarise(self, rows: list[dict], out_dir: Path) -> None:
+        """Cross-method artefacts after all methods ran (ablation tables, resolution plots)."""
+
+    # -- running --------------------------------------------------------------------------
+    def selected_methods(self) -> list[Method]:
+        methods = self.methods()
+        if self.config.methods is None:
+            return methods
+        return [m for m in methods if m.name in self.config.methods]
+
+    def run_key(self, method: Method) -> str:
+        """Identity of one method's result: task version, data, method config, task config."""
+        cfg = _plain(self.config)
+        cfg.pop("methods", None)
+        cfg.pop("plots", None)
+        return stable_hash({"task": self.name, "version": self.metadata.version, "data": self.galaxy_set.content_hash,
+                            "method": method.name, "method_config": method.config, "task_config": cfg})
+
+    def run(self, out_dir: str | os.PathLike, log: Callable[[str], None] = print) -> list[dict]:
+        """Run every selected method; save predictions, metrics and plots per method; return
+        one result row per method (also written to ``<out_dir>/results.json``)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        split = self.config.eval_split
+        rows = []
+        for method in self.selected_methods():
+            mdir = out_dir / method.name
+            key = self.run_key(method)
+            done = mdir / RESULT_FILE
+            if done.exists():
+                row = json.loads(done.read_text())
+                if row.get("run_key") == key:
+                    log(f"  {self.name}/{method.name}: done before, reusing ({row['main_score']} = {row['value']:.4g})")
+                    rows.append(row)
+                    continue
+            mdir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            output = method.run(self, mdir)
+            wall = time.perf_counter() - t0
+            preds = output.predictions
+            metrics = self.evaluate(preds, split)
+            pred_path = preds.save(mdir / PREDICTIONS_FILE.format(split=split), task=self.name, split=split,
+                                   method=method.name)
+            if self.config.plots:
+                self.plot(*self.align(preds, split), mdir)
+            row = {
+                "task": self.name, "task_version": self.metadata.version, "method": method.name,
+                "kind": method.kind, "description": method.description, "split": split,
+                "main_score": self.metadata.main_score, "value": metrics[self.metadata.main_score],
+                "metrics": metrics, "paper": _paper(self.metadata, method.name),
+                "data": self.data_identity, "method_config": method.config, "task_config": _plain(self.config),
+                "info": output.info, "wall_seconds": wall, "predictions": pred_path.name,
+                "predictions_sha256": _sha256(pred_path), "run_key": key, "package_versions": package_versions(),
+            }
+            atomic_write(done, lambda f: f.write(json.dumps(row, indent=2, default=str) + "\n"), mode="w")
+            log(f"  {self.name}/{method.name}: {row['main_score']} = {row['value']:.4g} ({wall:.1f} s)")
+            rows.append(row)
+        self.summarise(rows, out_dir)
+        text = json.dumps(rows, indent=2, default=str) + "\n"
+        atomic_write(out_dir / RESULTS_FILE, lambda f: f.write(text), mode="w")
+        return rows
+
+
+def _paper(meta: TaskMetadata, method: str) -> dict | None:
+    ref = meta.paper.get(method)
+    return None if ref is None else {"value": ref.value, "note": ref.note, "metric": ref.metric}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table: task, method, kind, main score, our value, the paper's value."""
+    header = ("task", "method", "kind", "score", "value", "paper (real data)")
+    lines = [header]
+    for r in rows:
+        paper = r.get("paper")
+        ptxt = "" if not paper else (f"{paper['metric']} = " if paper.get("metric") else "") + \
+            f"{paper['value']:.4g}" + (f"  {paper['note']}" if paper.get("note") else "")
+        lines.append((r["task"], r["method"], r["kind"], r["main_score"], f"{r['value']:.4g}", ptxt))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(lines[0]), fmt(tuple("-" * w for w in widths)), *map(fmt, lines[1:])])
