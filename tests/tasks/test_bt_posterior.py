@@ -18,15 +18,6 @@ TINY = ["data.n=150", "data.stamp=64", "trainer.epochs=1", "trainer.batch_size=1
         "fixed_dropout=0.1", "n_samples=20", "val_samples=20", "stn_plot_galaxies=3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     task = build_task("bt_posterior", load_task_config("bt_posterior", "quick", TINY),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import SYNC
+from tests.conftest import SYNC
 from sim2obs.errors import ConfigError, Sim2obsValueError
 from sim2obs.tasks import build_task, load_task_config
 from sim2obs.tasks.base import Predictions
@@ -35,15 +35,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv(x)).mean(dim=(-2, -1)))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the networks are tiny and the few CPU cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------
