@@ -195,7 +195,8 @@ def load_trainer_config(cfg: Any = None) -> TrainerConfig:
     node, or a YAML file (e.g. ``configs/trainer/quick.yaml``; a Hydra ``defaults`` list in it
     is composed). Keys and types are checked; an unknown key raises :class:`ConfigError`."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+
+    from sim2obs.config import coerce_dataclass
 
     if cfg is None:
         return TrainerConfig()
@@ -209,21 +210,7 @@ def load_trainer_config(cfg: Any = None) -> TrainerConfig:
 
             with initialize_config_dir(config_dir=str(path.parent), version_base=None):
                 cfg = compose(config_name=path.stem)
-    data = _plain(cfg)
-    known = [f.name for f in fields(TrainerConfig)]
-    for key in data:
-        if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"trainer.{key}", f"unknown key{hint}", allowed=known)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainerConfig), data)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"trainer.{key}", str(exc).splitlines()[0]) from None
+    return coerce_dataclass(TrainerConfig, _plain(cfg), "trainer")
 
 
 def _stages(cfg: TrainerConfig) -> list[StageConfig]:

@@ -179,21 +179,9 @@ def coerce_config(cfg: Any) -> GalSimConfig:
 
     Unknown keys (typos) and wrong types raise :class:`ConfigError` naming the key.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from sim2obs.config import coerce_dataclass
 
-    if isinstance(cfg, GalSimConfig):
-        obj = cfg
-    else:
-        base = OmegaConf.structured(GalSimConfig)
-        try:
-            src = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(dict(cfg))
-            merged = OmegaConf.merge(base, src)
-        except OmegaConfBaseException as exc:
-            key = getattr(exc, "full_key", None) or "simgen"
-            raise ConfigError(f"simgen.{key}" if not str(key).startswith("simgen") else str(key),
-                              str(exc).splitlines()[0]) from None
-        obj = OmegaConf.to_object(merged)
+    obj = coerce_dataclass(GalSimConfig, cfg, "simgen")
     validate_config(obj)
     return obj
 

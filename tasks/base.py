@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from sim2obs.atomic import atomic_write
+from sim2obs.config import coerce_dataclass
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import package_versions, stable_hash
@@ -88,24 +89,6 @@ class TaskConfig:
     plots: bool = True
 
 
-def coerce_config(cls: type, cfg: Any, prefix: str) -> Any:
-    """Merge ``cfg`` (dict / OmegaConf node / ``cls`` instance / None) onto the dataclass
-    ``cls``'s defaults; typos and wrong types raise :class:`ConfigError` naming ``prefix.key``."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(cfg, cls):
-        return cfg
-    base = OmegaConf.structured(cls)
-    try:
-        src = OmegaConf.create({} if cfg is None else (cfg if OmegaConf.is_config(cfg) else dict(cfg)))
-        merged = OmegaConf.merge(base, src)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or ""
-        raise ConfigError(f"{prefix}.{key}".rstrip("."), str(exc).splitlines()[0]) from None
-    return OmegaConf.to_object(merged)
-
-
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
@@ -164,7 +147,7 @@ class Task:
 
     def __init__(self, config: Any = None, data_dir: str | os.PathLike | None = None,
                  cluster: Mapping[str, Any] | None = None, progress: bool = False):
-        self.config = coerce_config(self.config_class, config, f"task.{self.metadata.name}")
+        self.config = coerce_dataclass(self.config_class, config, f"task.{self.metadata.name}")
         self.data_dir = Path(data_dir) if data_dir is not None else Path(
             os.environ.get("SIM2OBS_DATA", "sim2obs_data"))
         self.cluster = dict(cluster) if cluster is not None else None

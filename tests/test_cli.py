@@ -2,7 +2,7 @@
 import json
 import subprocess
 
-from conftest import CLI
+from tests.conftest import CLI
 from sim2obs import open_galaxy_set
 
 

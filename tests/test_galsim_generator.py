@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import CLI, SYNC, tiny_config
+from tests.conftest import CLI, SYNC, tiny_config
 from sim2obs import open_galaxy_set
 from sim2obs.errors import ConfigError
 from sim2obs.galaxyset import MANIFEST_NAME, _file_sha256
