@@ -9,7 +9,6 @@ recording and recomputes the metrics.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -24,20 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from sim2obs.atomic import atomic_write
 from sim2obs.errors import DataFormatError, Sim2obsValueError
 from sim2obs.leaderboard.db import DEFAULT_DB_NAME, Metric, Run, connect, default_url, utcnow
-from sim2obs.provenance import git_commit, package_versions, stable_hash
+from sim2obs.provenance import file_sha256, git_commit, package_versions, stable_hash
 from sim2obs.predictions import Predictions
 from sim2obs.tasks.base import Task
 
 #: A ranked entry needs at least this many seeds (as WILDS asks).
 MIN_SEEDS_RANKED = 3
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hardware() -> dict[str, Any]:
@@ -230,4 +221,4 @@ def _user() -> str:
         return "unknown"
 
 
-__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "hardware", "file_sha256", "config_hash"]
+__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "hardware", "config_hash"]

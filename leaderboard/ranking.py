@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from sim2obs.leaderboard.board import MIN_SEEDS_RANKED
+from sim2obs.tasks.base import text_table
 from sim2obs.tasks.metrics import ranking_loss
 
 KINDS = ("sim", "real")
@@ -122,10 +123,7 @@ def table_rows(entries: Sequence[Entry], metric_keys: Sequence[str]) -> tuple[li
 
 
 def to_text(entries: Sequence[Entry], metric_keys: Sequence[str]) -> str:
-    header, rows = table_rows(entries, metric_keys)
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+    return text_table(*table_rows(entries, metric_keys))
 
 
 def to_markdown(entries: Sequence[Entry], metric_keys: Sequence[str]) -> str:

@@ -67,9 +67,9 @@ def build_model(spec: Any, **kwargs: Any) -> Any:
     from hydra.utils import instantiate
 
     from sim2obs.errors import ConfigError
-    from sim2obs.models.engine import _plain
+    from sim2obs.config import to_plain
 
-    data = _plain(spec)
+    data = to_plain(spec)
     if not isinstance(data, dict) or "_target_" not in data:
         raise ConfigError("model._target_", "a model config needs a _target_ (the class to build)", value=data)
     data.update(kwargs)

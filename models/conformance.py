@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from sim2obs.errors import Sim2obsValueError
 from sim2obs.models import build_model
-from sim2obs.models.engine import _plain, model_target
+from sim2obs.config import to_plain
+from sim2obs.models.engine import model_target
 
 __all__ = ["ConformanceReport", "TaskSpec", "check_model"]
 
@@ -114,7 +115,7 @@ def check_model(model_or_config: Any, task_spec: Any) -> ConformanceReport:
     failed check. The model itself is not modified (checks run on a CPU copy).
     """
     spec = _spec(task_spec)
-    config = _plain(model_or_config) if _is_config(model_or_config) else None
+    config = to_plain(model_or_config) if _is_config(model_or_config) else None
     checks: dict[str, str] = {}
     name = str(config["_target_"]) if config else type(model_or_config).__name__
 
@@ -351,7 +352,7 @@ def _check_estimator_hyperparameters(est: Any, config: dict | None) -> str:
     _importable(model_target(est), type(est))
     cfg = config if config is not None else _estimator_config(est)
     other = build_model(cfg)
-    a, b = _plain(_estimator_config(est)), _plain(_estimator_config(other))
+    a, b = to_plain(_estimator_config(est)), to_plain(_estimator_config(other))
     if a != b:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise _Failure(f"the estimator rebuilt from its config has other parameters: {diff}", value=diff)

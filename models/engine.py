@@ -37,7 +37,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -49,6 +49,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from sim2obs.device import select_device
 from sim2obs.atomic import atomic_write
+from sim2obs.config import to_plain
 from sim2obs.errors import ConfigError, Sim2obsValueError
 from sim2obs.models.augment import DIHEDRAL, PADDING_MODES, Augment, tta_mean
 from sim2obs.provenance import git_commit, package_versions, stable_hash
@@ -179,17 +180,6 @@ def _native_bf16(device: torch.device) -> bool:
     return False
 
 
-def _plain(obj: Any) -> Any:
-    """Dataclasses, OmegaConf nodes and tuples -> dicts, lists and scalars."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, Mapping) or type(obj).__name__ == "DictConfig":
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def load_trainer_config(cfg: Any = None) -> TrainerConfig:
     """A :class:`TrainerConfig` from None (defaults), a TrainerConfig, a mapping / OmegaConf
     node, or a YAML file (e.g. ``configs/trainer/quick.yaml``; a Hydra ``defaults`` list in it
@@ -210,17 +200,17 @@ def load_trainer_config(cfg: Any = None) -> TrainerConfig:
 
             with initialize_config_dir(config_dir=str(path.parent), version_base=None):
                 cfg = compose(config_name=path.stem)
-    return coerce_dataclass(TrainerConfig, _plain(cfg), "trainer")
+    return coerce_dataclass(TrainerConfig, to_plain(cfg), "trainer")
 
 
 def _stages(cfg: TrainerConfig) -> list[StageConfig]:
-    stages = [s if isinstance(s, StageConfig) else StageConfig(**_plain(s)) for s in cfg.stages]
+    stages = [s if isinstance(s, StageConfig) else StageConfig(**to_plain(s)) for s in cfg.stages]
     return stages or [StageConfig(epochs=cfg.epochs, trainable=None, lr={})]
 
 
 def _augment_config(cfg: TrainerConfig) -> AugmentConfig | None:
     a = cfg.augment
-    return a if a is None or isinstance(a, AugmentConfig) else AugmentConfig(**_plain(a))
+    return a if a is None or isinstance(a, AugmentConfig) else AugmentConfig(**to_plain(a))
 
 
 def validate_config(cfg: TrainerConfig) -> None:
@@ -455,7 +445,7 @@ def record_run(out_dir: str | os.PathLike, *, model_name: str, target: str, conf
         "_target_": target,
         **dict(size),
         "config_hash": config_hash,
-        "config": _plain(config),
+        "config": to_plain(config),
         "wall_seconds": float(wall_seconds),
         **dict(results),
         "package_versions": package_versions(),
@@ -711,10 +701,10 @@ class Trainer:
 
     def _identity(self, cfg: TrainerConfig, model: nn.Module, model_config: Any) -> dict:
         """What names a run: trainer config (less display settings), model, loss, augmentation."""
-        trainer = _plain(cfg)
+        trainer = to_plain(cfg)
         trainer.pop("progress")
         return {"trainer": trainer,
-                "model": _plain(model_config) if model_config is not None else {"_target_": model_target(model)},
+                "model": to_plain(model_config) if model_config is not None else {"_target_": model_target(model)},
                 "loss": _describe(self.loss), "augment": _describe(self.augment)}
 
     # -- training ------------------------------------------------------------------------------

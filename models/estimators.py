@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from sim2obs.errors import ConfigError, Sim2obsValueError
-from sim2obs.models.engine import (CURVE, FitResult, _describe, _plain, model_target, plot_curves,
+from sim2obs.config import to_plain
+from sim2obs.models.engine import (CURVE, FitResult, _describe, model_target, plot_curves,
                                    record_run, write_metrics, write_predictions)
 from sim2obs.provenance import stable_hash
 
@@ -112,8 +113,8 @@ class EstimatorTrainer:
         y_val = np.asarray(val.targets, dtype=np.float64).reshape(len(val), -1)
         n_targets = y_train.shape[1]
         fit_y = y_train[:, 0] if n_targets == 1 else y_train
-        params = _plain(estimator.get_params(deep=False)) if hasattr(estimator, "get_params") else {}
-        identity = {"estimator": _plain(model_config) if model_config is not None
+        params = to_plain(estimator.get_params(deep=False)) if hasattr(estimator, "get_params") else {}
+        identity = {"estimator": to_plain(model_config) if model_config is not None
                     else {"_target_": model_target(estimator), **params},
                     "trainer": {"early_stopping_patience": int(cfg.early_stopping_patience)},
                     "loss": _describe(self.loss)}

@@ -3,11 +3,23 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import fields, is_dataclass
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from sim2obs.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, OmegaConf nodes, mappings and tuples -> dicts, lists and scalars (JSON-able
+    config data)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Mapping) or type(obj).__name__ == "DictConfig":
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
+        return [to_plain(v) for v in obj]
+    return obj
 
 
 def coerce_dataclass(cls: type[T], cfg: Any, prefix: str) -> T:
@@ -21,7 +33,7 @@ def coerce_dataclass(cls: type[T], cfg: Any, prefix: str) -> T:
         return cfg
     if cfg is None:
         cfg = {}
-    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    data = to_plain(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
     if is_dataclass(cls):
         known = [f.name for f in fields(cls)]
         for key in data:

@@ -39,6 +39,7 @@ import numpy as np
 
 from sim2obs.atomic import atomic_write
 from sim2obs.errors import DataFormatError, Sim2obsValueError
+from sim2obs.provenance import file_sha256
 
 FORMAT_NAME = "sim2obs.galaxyset"
 FORMAT_VERSION = 1
@@ -172,14 +173,6 @@ def assign_splits(n: int, fractions: Mapping[str, float], seed: int) -> tuple[np
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _file_sha256(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class GalaxySetWriter:
     """Writes a galaxy set shard by shard; shards may be written by different processes.
@@ -305,7 +298,7 @@ class GalaxySetWriter:
             p = self.shard_path(i)
             start, stop = self.shard_range(i)
             shards.append({"file": p.name, "object_offset": start, "n_objects": stop - start,
-                           "bytes": p.stat().st_size, "sha256": _file_sha256(p)})
+                           "bytes": p.stat().st_size, "sha256": file_sha256(p)})
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -529,7 +522,7 @@ class GalaxySet:
         """Full integrity check: image scan, shard file checksums and the content hash."""
         self.check_images()
         for s, path in zip(self.manifest["shards"], self._shard_files):
-            if "sha256" in s and _file_sha256(path) != s["sha256"]:
+            if "sha256" in s and file_sha256(path) != s["sha256"]:
                 raise DataFormatError(path, None, "sha256 differs from the manifest (file modified)")
         if compute_content_hash(self.path, self.manifest) != self.content_hash:
             raise DataFormatError(self.path / MANIFEST_NAME, "content_hash", "data do not match the content hash")

@@ -35,6 +35,15 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    """sha256 hex digest of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: equal configs give equal strings."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from sim2obs.config import to_plain
 from sim2obs.registry import Registry
 from sim2obs.simgen import galsim_bulge_disk
 
@@ -22,15 +23,9 @@ GENERATORS.register("galsim")(galsim_bulge_disk)
 __all__ = ["GENERATORS", "galsim_bulge_disk", "canonical_config", "default_set_path", "prepare_set"]
 
 
-def _plain(cfg: Any) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-
-
 def canonical_config(simgen: Any) -> dict:
     """The generator's full, validated config (defaults filled in) as a plain dict."""
-    data = _plain(simgen)
+    data = to_plain(simgen)
     module = GENERATORS.get(data.get("generator", "galsim"))
     return asdict(module.coerce_config(data))
 
@@ -51,7 +46,7 @@ def prepare_set(simgen: Any, data_dir: str | os.PathLike | None = None, out: str
     before any work starts."""
     from sim2obs.parallel import validate_cluster_config
 
-    data = _plain(simgen)
+    data = to_plain(simgen)
     module = GENERATORS.get(data.get("generator", "galsim"))
     module.coerce_config(data)
     if cluster is not None:

@@ -18,21 +18,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from sim2obs.atomic import atomic_write
-from sim2obs.config import coerce_dataclass
+from sim2obs.config import coerce_dataclass, to_plain
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.predictions import Predictions
-from sim2obs.provenance import package_versions, stable_hash
+from sim2obs.provenance import file_sha256, package_versions, stable_hash
 
 PREDICTIONS_FILE = "predictions_{split}.h5"
 RESULT_FILE = "result.json"
 RESULTS_FILE = "results.json"
+SHARED_DIR = "_shared"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,14 +88,6 @@ class TaskConfig:
     eval_split: str = "test"
     seed: int = 0
     plots: bool = True
-
-
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(obj, resolve=True) if OmegaConf.is_config(obj) else obj
 
 
 @dataclass
@@ -331,9 +324,10 @@ class Task:
     def evaluate(self, predictions: Predictions, split: str | None = None) -> dict[str, float]:
         """Every metric of the task, from ``predictions`` and the held-out truth of ``split``
         (default: the evaluation split). Keys are :attr:`TaskMetadata.metrics`."""
-        split = split or self.config.eval_split
-        p, truth = self.align(predictions, split)
-        out = self.compute_metrics(p, truth)
+        return self._score(*self.align(predictions, split or self.config.eval_split))
+
+    def _score(self, predictions: Predictions, truth: Truth) -> dict[str, float]:
+        out = self.compute_metrics(predictions, truth)
         missing = [k for k in self.metadata.metrics if k not in out]
         if missing:
             raise RuntimeError(f"task {self.name} did not compute metrics {missing}")
@@ -376,9 +370,15 @@ class Task:
             return methods
         return [m for m in methods if m.name in self.config.methods]
 
+    @staticmethod
+    def shared_dir(workdir: str | os.PathLike) -> Path:
+        """A folder the methods of one run share (trained networks, extracted features), beside
+        the methods' own folders: ``<out>/_shared``."""
+        return Path(workdir).parent / SHARED_DIR
+
     def run_key(self, method: Method) -> str:
         """Identity of one method's result: task version, data, method config, task config."""
-        cfg = _plain(self.config)
+        cfg = to_plain(self.config)
         cfg.pop("methods", None)
         cfg.pop("plots", None)
         return stable_hash({"task": self.name, "version": self.metadata.version, "data": self.galaxy_set.content_hash,
@@ -407,19 +407,20 @@ class Task:
             output = method.run(self, mdir)
             wall = time.perf_counter() - t0
             preds = output.predictions
-            metrics = self.evaluate(preds, split)
+            aligned, truth = self.align(preds, split)
+            metrics = self._score(aligned, truth)
             pred_path = preds.save(mdir / PREDICTIONS_FILE.format(split=split), task=self.name, split=split,
                                    method=method.name)
             if self.config.plots:
-                self.plot(*self.align(preds, split), mdir)
+                self.plot(aligned, truth, mdir)
             row = {
                 "task": self.name, "task_version": self.metadata.version, "method": method.name,
                 "kind": method.kind, "description": method.description, "split": split,
                 "main_score": self.metadata.main_score, "value": metrics[self.metadata.main_score],
                 "metrics": metrics, "paper": _paper(self.metadata, method.name),
-                "data": self.data_identity, "method_config": method.config, "task_config": _plain(self.config),
+                "data": self.data_identity, "method_config": method.config, "task_config": to_plain(self.config),
                 "info": output.info, "wall_seconds": wall, "predictions": pred_path.name,
-                "predictions_sha256": _sha256(pred_path), "run_key": key, "package_versions": package_versions(),
+                "predictions_sha256": file_sha256(pred_path), "run_key": key, "package_versions": package_versions(),
             }
             atomic_write(done, lambda f: f.write(json.dumps(row, indent=2, default=str) + "\n"), mode="w")
             log(f"  {self.name}/{method.name}: {row['main_score']} = {row['value']:.4g} ({wall:.1f} s)")
@@ -435,25 +436,21 @@ def _paper(meta: TaskMetadata, method: str) -> dict | None:
     return None if ref is None else {"value": ref.value, "note": ref.note, "metric": ref.metric}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table: task, method, kind, main score, our value, the paper's value."""
     header = ("task", "method", "kind", "score", "value", "paper (real data)")
-    lines = [header]
+    lines = []
     for r in rows:
         paper = r.get("paper")
         ptxt = "" if not paper else (f"{paper['metric']} = " if paper.get("metric") else "") + \
             f"{paper['value']:.4g}" + (f"  {paper['note']}" if paper.get("note") else "")
         lines.append((r["task"], r["method"], r["kind"], r["main_score"], f"{r['value']:.4g}", ptxt))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(lines[0]), fmt(tuple("-" * w for w in widths)), *map(fmt, lines[1:])])
+    return text_table(header, lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned plain-text columns with a dashed rule under the header."""
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])

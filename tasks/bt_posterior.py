@@ -622,7 +622,7 @@ class _Networks:
     def __init__(self, task: BTPosteriorTask, workdir: Path):
         self.task = task
         self.c: BTPosteriorConfig = task.config
-        self.root = Path(workdir).parent / "_shared"
+        self.root = Task.shared_dir(workdir)
         self.coder = task.label_coder()
         self.trainer_cfg = task.trainer_config()
         self.n_out = len(task.targets) * (2 if self.c.aleatoric else 1)

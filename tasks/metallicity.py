@@ -63,6 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sim2obs.atomic import atomic_write
+from sim2obs.config import to_plain
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.provenance import stable_hash
 from sim2obs.tasks import TASKS
@@ -190,7 +191,7 @@ def _adapt_stages(tcfg, model):
     names = [n for n, _ in model.named_parameters()]
     stages, dropped = [], []
     for st in tcfg.stages:
-        st = st if isinstance(st, StageConfig) else StageConfig(**_plain(st))
+        st = st if isinstance(st, StageConfig) else StageConfig(**to_plain(st))
         keep = {k: v for k, v in st.lr.items() if any(_matches(n, k) for n in names)}
         dropped += [k for k in st.lr if k not in keep and k not in dropped]
         stages.append(replace(st, lr=keep))
@@ -389,12 +390,6 @@ class MetallicityConfig(TaskConfig):
     mzr: MZRConfig = field(default_factory=MZRConfig)
 
 
-def _plain(obj: Any) -> Any:
-    from sim2obs.models.engine import _plain as plain
-
-    return plain(obj)
-
-
 # --------------------------------------------------------------------------------------------
 # The task
 # --------------------------------------------------------------------------------------------
@@ -479,10 +474,10 @@ class MetallicityTask(Task):
 
         from sim2obs.models.engine import load_trainer_config, validate_config
 
-        data = _plain(self.config.trainer) or {}
+        data = to_plain(self.config.trainer) or {}
         if resolution and self.config.resolution.trainer:
             data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data),
-                                                          OmegaConf.create(_plain(self.config.resolution.trainer))))
+                                                          OmegaConf.create(to_plain(self.config.resolution.trainer))))
         cfg = load_trainer_config(data)
         validate_config(cfg)
         return replace(cfg, seed=int(cfg.seed) + int(self.config.seed))
@@ -555,7 +550,7 @@ class MetallicityTask(Task):
     def methods(self) -> list[Method]:
         cfg = self.config
         rf = asdict(cfg.random_forest)
-        net = {"model": _plain(cfg.model), "pretrained": cfg.pretrained, "trainer": _plain(cfg.trainer),
+        net = {"model": to_plain(cfg.model), "pretrained": cfg.pretrained, "trainer": to_plain(cfg.trainer),
                "augment": cfg.augment, "tta": cfg.tta, "rgb": asdict(cfg.rgb)}
         out = [
             Method("mean", "baseline", "training-split mean of 12+log(O/H) for every galaxy",
@@ -573,9 +568,9 @@ class MetallicityTask(Task):
                 f"{str(res_model.get('_target_')).rsplit('.', 1)[-1]} on the RGB images re-binned to "
                 f"{int(size)}x{int(size)} px",
                 lambda task, workdir, s=int(size): task._run_network(workdir, s),
-                {**net, "model": _plain(res_model), "resolution_px": int(size),
+                {**net, "model": to_plain(res_model), "resolution_px": int(size),
                  "pretrained": cfg.pretrained if cfg.resolution.model is None else None,
-                 "resolution_trainer": _plain(cfg.resolution.trainer)}))
+                 "resolution_trainer": to_plain(cfg.resolution.trainer)}))
         return out
 
     def _predictions(self, ids: np.ndarray, values: np.ndarray) -> Predictions:
@@ -622,7 +617,7 @@ class MetallicityTask(Task):
 
         cfg = self.config
         study = size is not None
-        model_cfg = _plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
+        model_cfg = to_plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
         tcfg = self.trainer_config(resolution=study)
         tcfg = replace(tcfg, progress=bool(tcfg.progress and self.progress))
         seed_everything(tcfg.seed)
@@ -661,7 +656,7 @@ class MetallicityTask(Task):
             tcfg = replace(tcfg, augment=None)
         fit_identity = {"data": self.galaxy_set.content_hash, "split": split, "size": size, "min_size": min_size,
                         "pretrained": pretrained_id,
-                        "rgb": asdict(cfg.rgb), "model": model_cfg, "trainer": _plain(tcfg), "augment": cfg.augment,
+                        "rgb": asdict(cfg.rgb), "model": model_cfg, "trainer": to_plain(tcfg), "augment": cfg.augment,
                         "target_scale": [mu, sd]}
         fit_dir = workdir / f"fit-{stable_hash(fit_identity, 12)}"
         for old in workdir.glob("fit-*"):  # checkpoints of other settings of this method

@@ -785,7 +785,7 @@ class MLRatioTask(Task):
     # -- feature matrices -----------------------------------------------------------------------
     def _blocks(self, workdir: Path, log) -> dict[str, dict[str, tuple[np.ndarray, list[str]]]]:
         """Every feature block per split: cnn1-3, cnn4, luminosity, flux, distance."""
-        cnn = self.cnn_features(workdir.parent / "_shared", log)
+        cnn = self.cnn_features(self.shared_dir(workdir), log)
         out = {}
         for s in ("train", "val", self.config.eval_split):
             blocks = self._image_groups(s)

@@ -9,7 +9,8 @@ import torch
 
 from sim2obs import ColumnSpec, DataFormatError, GalaxySetSchema, GalaxySetWriter, StackSpec, open_galaxy_set
 from sim2obs.errors import Sim2obsValueError
-from sim2obs.galaxyset import MANIFEST_NAME, _file_sha256, assign_splits
+from sim2obs.galaxyset import MANIFEST_NAME, assign_splits
+from sim2obs.provenance import file_sha256
 
 SCHEMA = GalaxySetSchema(
     stacks=(StackSpec("image", ("g", "r"), 12, 12, unit="nanomaggy", pixel_scale_arcsec=0.396),
@@ -134,7 +135,7 @@ def _resign(path):
     m = json.loads(mpath.read_text())
     for s in m["shards"]:
         s["bytes"] = (path / s["file"]).stat().st_size
-        s["sha256"] = _file_sha256(path / s["file"])
+        s["sha256"] = file_sha256(path / s["file"])
     mpath.write_text(json.dumps(m))
 
 

@@ -12,9 +12,10 @@ from scipy import stats
 from tests.conftest import CLI, SYNC, tiny_config
 from sim2obs import open_galaxy_set
 from sim2obs.errors import ConfigError
-from sim2obs.galaxyset import MANIFEST_NAME, _file_sha256
+from sim2obs.galaxyset import MANIFEST_NAME
 from sim2obs.simgen.galsim_bulge_disk import (coerce_config, draw_parameters, galaxy_profile, generate,
                                              psf_profile)
+from sim2obs.provenance import file_sha256
 from sim2obs.simgen.population import (PopulationConfig, draw_population, half_light_radius,
                                        mass_metallicity)
 
@@ -45,7 +46,7 @@ def test_same_bytes_whatever_the_number_of_workers(tmp_path):
     b = generate(cfg, tmp_path / "two", cluster={"kind": "local", "n_workers": 2}, progress=False)
     sa, sb = sorted(a.glob("part-*.h5")), sorted(b.glob("part-*.h5"))
     assert len(sa) == 4
-    assert [_file_sha256(p) for p in sa] == [_file_sha256(p) for p in sb]
+    assert [file_sha256(p) for p in sa] == [file_sha256(p) for p in sb]
     assert open_galaxy_set(a).content_hash == open_galaxy_set(b).content_hash
     # a different shard size changes the files but not the data
     c = generate(tiny_config(n=20, shard_size=7), tmp_path / "seven", cluster=SYNC, progress=False)
@@ -194,6 +195,6 @@ def test_resume_after_kill_gives_identical_set(tmp_path, cli_env):
     a, b = open_galaxy_set(full), open_galaxy_set(killed)
     assert a.content_hash == b.content_hash
     assert b.provenance["shards_rendered_this_run"] == 6 - done_before
-    assert [_file_sha256(p) for p in sorted(full.glob("part-*.h5"))] == \
-           [_file_sha256(p) for p in sorted(killed.glob("part-*.h5"))]
+    assert [file_sha256(p) for p in sorted(full.glob("part-*.h5"))] == \
+           [file_sha256(p) for p in sorted(killed.glob("part-*.h5"))]
     assert not list(killed.glob("*.tmp"))
