@@ -4,7 +4,9 @@
 writes a set, ``coerce_config(config)`` validates a config and fills its defaults.
 :func:`prepare_set` is the one way the suite turns a generator config into a set on disk.
 
-- ``galsim``: bulge + disk mock galaxies (:mod:`sim2obs.simgen.galsim_bulge_disk`).
+- ``galsim``: bulge + disk mock galaxies (:mod:`sim2obs.simgen.galsim_bulge_disk`);
+- ``tng``: TNG100-style mocks (images, colour and kinematic maps) of IllustrisTNG-format particle
+  data, by default of the embedded mini-simulation (:mod:`sim2obs.simgen.tng_mocks`).
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from typing import Any, Mapping
 
 from sim2obs.config import to_plain
 from sim2obs.registry import Registry
-from sim2obs.simgen import galsim_bulge_disk
+from sim2obs.simgen import galsim_bulge_disk, tng_mocks
 
 GENERATORS: Registry = Registry("generator")
 GENERATORS.register("galsim")(galsim_bulge_disk)
+GENERATORS.register("tng")(tng_mocks)
 
-__all__ = ["GENERATORS", "galsim_bulge_disk", "canonical_config", "default_set_path", "prepare_set"]
+__all__ = ["GENERATORS", "galsim_bulge_disk", "tng_mocks", "canonical_config", "default_set_path", "prepare_set"]
 
 
 def canonical_config(simgen: Any) -> dict:
