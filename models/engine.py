@@ -37,7 +37,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -57,7 +57,8 @@ from sim2obs.provenance import git_commit, package_versions, stable_hash
 __all__ = [
     "AugmentConfig", "FitResult", "StageConfig", "TensorDictDataset", "Trainer", "TrainerConfig",
     "galaxy_set_dataset", "load_trainer_config", "main", "model_target", "plot_curves",
-    "record_run", "seed_everything", "validate_config", "write_metrics", "write_predictions",
+    "record_run", "seed_everything", "small_input_precision", "validate_config", "write_metrics",
+    "write_predictions",
 ]
 
 OPTIMISERS = ("adam", "adamw", "nadam", "sgd")
@@ -998,6 +999,27 @@ def main(argv: Sequence[str] | None = None) -> FitResult:
         dist = _dist()
         if dist is not None and not was_initialised:
             dist.destroy_process_group()
+
+
+#: Largest input (px) at which the CPU bf16 guard switches to fp32 (see :func:`small_input_precision`).
+BF16_CPU_MIN_PX = 16
+
+
+def small_input_precision(tcfg, input_px: int):
+    """Train in fp32 instead of bf16 autocast when the input is at most 16 px.
+
+    On the CPU (torch 2.13, oneDNN), the bf16 weight gradient of a 3x3 stride-2 convolution whose
+    input map is 1x1 is wrong (non-zero, sometimes NaN, in the taps that only see padding); a
+    ResNet, which downsamples by 32, meets such maps for inputs of 16 px and less, and its
+    training then diverges. fp32 is unaffected (and, for maps this small, faster on a CPU). Not
+    checked on GPUs, so applied on every device as a precaution (the cost is small at <= 16 px).
+    Returns ``(config, note)``; the note is empty when nothing changed."""
+    if input_px > BF16_CPU_MIN_PX or tcfg.precision not in ("auto", "bf16"):
+        return tcfg, ""
+    channels_last = False if tcfg.channels_last == "auto" else tcfg.channels_last
+    return (replace(tcfg, precision="fp32", channels_last=channels_last),
+            f"fp32 instead of {tcfg.precision}: bf16 convolution weight gradients are wrong on 1x1 maps on "
+            f"the CPU (inputs <= {BF16_CPU_MIN_PX} px)")
 
 
 if __name__ == "__main__":

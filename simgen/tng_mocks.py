@@ -191,7 +191,7 @@ def validate_config(cfg: TNGMockConfig) -> None:
     if src.kind == "minisim":
         from sim2obs.simgen.tng_minisim import coerce_minisim_config
 
-        coerce_minisim_config(src.minisim)  # typos in the mini-simulation settings raise here
+        coerce_minisim_config(src.minisim, prefix="simgen.source.minisim")  # typos raise here
     if not cfg.projections or any(p not in (0, 1, 2) for p in cfg.projections) or \
             len(set(cfg.projections)) != len(cfg.projections):
         raise ConfigError("simgen.projections", "distinct box axes among 0 (x), 1 (y), 2 (z)",
@@ -239,6 +239,10 @@ def coerce_config(cfg: Any) -> TNGMockConfig:
 
     obj = coerce_dataclass(TNGMockConfig, cfg, "simgen")
     validate_config(obj)
+    if obj.source.kind == "minisim":  # canonical: every mini-simulation key, defaults filled in
+        from sim2obs.simgen.tng_minisim import coerce_minisim_config
+
+        obj.source.minisim = asdict(coerce_minisim_config(obj.source.minisim, prefix="simgen.source.minisim"))
     return obj
 
 

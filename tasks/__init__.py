@@ -48,3 +48,4 @@ def build_task(name: str, config: Any = None, **kwargs: Any) -> Task:
 
 # the task modules register themselves on import (they need TASKS, defined above)
 from sim2obs.tasks import bt_posterior, metallicity, ml_ratio  # noqa: E402,F401
+from sim2obs.tasks import multibranch_mass  # noqa: E402,F401

@@ -41,7 +41,7 @@ Methods (in the order they run)
                         network of ``resolution.model`` trained and tested on them at that
                         size, as in the paper (block-replicated up to the network's
                         ``min_input_size`` if smaller: 8 px for a ResNet; inputs of 16 px
-                        and less train in fp32, see :func:`_cpu_bf16_guard`).
+                        and less train in fp32, see :func:`sim2obs.models.engine.small_input_precision`).
 
 Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`MetallicityTask.plot`)
     ``mzr_bins.csv`` / ``mzr_summary.csv`` / ``mzr.png``: the mass-metallicity relation of the
@@ -134,27 +134,6 @@ def lupton_rgb(images: np.ndarray, bands: Sequence[str] = BANDS, config: RGBConf
                               stretch_object=stretch, output_dtype=np.float64)  # (N*H, W, 3)
     out = np.ascontiguousarray(rgb.reshape(n, h, w, 3).transpose(0, 3, 1, 2), dtype=np.float32)
     return out[0] if single else out
-
-
-#: Largest input (px) at which the CPU bf16 guard switches to fp32 (see :func:`_cpu_bf16_guard`).
-BF16_CPU_MIN_PX = 16
-
-
-def _cpu_bf16_guard(tcfg, input_px: int):
-    """Train in fp32 instead of bf16 autocast when the input is at most 16 px.
-
-    On the CPU (torch 2.13, oneDNN), the bf16 weight gradient of a 3x3 stride-2 convolution whose
-    input map is 1x1 is wrong (non-zero, sometimes NaN, in the taps that only see padding); a
-    ResNet, which downsamples by 32, meets such maps for inputs of 16 px and less, and its
-    training then diverges. fp32 is unaffected (and, for maps this small, faster on a CPU). Not
-    checked on GPUs, so applied on every device as a precaution (the cost is small at <= 16 px).
-    Returns ``(config, note)``; the note is empty when nothing changed."""
-    if input_px > BF16_CPU_MIN_PX or tcfg.precision not in ("auto", "bf16"):
-        return tcfg, ""
-    channels_last = False if tcfg.channels_last == "auto" else tcfg.channels_last
-    return (replace(tcfg, precision="fp32", channels_last=channels_last),
-            f"fp32 instead of {tcfg.precision}: bf16 convolution weight gradients are wrong on 1x1 maps on "
-            f"the CPU (inputs <= {BF16_CPU_MIN_PX} px)")
 
 
 def _adapt_stages(tcfg, model):
@@ -589,7 +568,7 @@ class MetallicityTask(Task):
         import torch
 
         from sim2obs.models import build_model
-        from sim2obs.models.engine import TensorDictDataset, Trainer, seed_everything
+        from sim2obs.models.engine import TensorDictDataset, Trainer, seed_everything, small_input_precision
 
         cfg = self.config
         study = size is not None
@@ -623,7 +602,7 @@ class MetallicityTask(Task):
                       else torch.zeros((len(ids), 1), dtype=torch.float32))
             data[s] = TensorDictDataset({STACK: x}, target, ids)
         side = int(data["train"].inputs[STACK].shape[-1])
-        tcfg, precision_note = _cpu_bf16_guard(tcfg, side)
+        tcfg, precision_note = small_input_precision(tcfg, side)
         tcfg, dropped = _adapt_stages(tcfg, model)
         if len(data["train"]) % max(1, tcfg.batch_size) == 1 and not tcfg.drop_last:
             tcfg = replace(tcfg, drop_last=True)  # a lone last object breaks batch norm on 1 px maps

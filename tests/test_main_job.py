@@ -16,6 +16,10 @@ TINY = [
     "task.metallicity.random_forest.n_estimators=10",
     "task.bt_posterior.data.n=40", "+task.bt_posterior.data.shard_size=20", "task.bt_posterior.methods=[prior]",
     "task.bt_posterior.n_samples=50",
+    "task.multibranch_mass.data.source.minisim.n_galaxies=12", "task.multibranch_mass.data.image_px=40",
+    "task.multibranch_mass.data.rebin_px=[20]", "+task.multibranch_mass.data.kin_px=16",
+    "+task.multibranch_mass.data.selection.log_mstar_30kpc_min=9.3", "task.multibranch_mass.image_resolution=20",
+    "task.multibranch_mass.methods=[power_law,lightgbm]", "task.multibranch_mass.lightgbm.num_boost_round=20",
 ]
 
 
@@ -41,10 +45,11 @@ def test_main_job_prints_one_table_for_every_task(main_job):
     out = main_job["stdout"]
     table = out[out.index("task "):]
     for task, method in (("ml_ratio", "best_constant"), ("ml_ratio", "gi_power_law"), ("metallicity", "mean"),
-                         ("metallicity", "random_forest"), ("bt_posterior", "prior")):
+                         ("metallicity", "random_forest"), ("bt_posterior", "prior"),
+                         ("multibranch_mass", "power_law"), ("multibranch_mass", "lightgbm")):
         assert any(line.split()[:2] == [task, method] for line in table.splitlines()), (task, method)
     rows = json.loads((main_job["root"] / "results" / "results.json").read_text())
-    assert {r["task"] for r in rows} == {"ml_ratio", "metallicity", "bt_posterior"}
+    assert {r["task"] for r in rows} == {"ml_ratio", "metallicity", "bt_posterior", "multibranch_mass"}
     for r in rows:
         folder = main_job["root"] / "results" / r["task"] / "quick" / r["method"]
         assert (folder / "predictions_test.h5").exists() and (folder / "result.json").exists()
@@ -54,7 +59,7 @@ def test_main_job_prints_one_table_for_every_task(main_job):
 
 def test_leaderboard_show_lists_every_tasks_runs(main_job):
     out = run(["leaderboard", "show"], main_job["env"]).stdout
-    for task in ("ml_ratio", "metallicity", "bt_posterior"):
+    for task in ("ml_ratio", "metallicity", "bt_posterior", "multibranch_mass"):
         assert f"{task} (" in out
     for method in ("best_constant", "gi_power_law", "mean", "random_forest", "prior"):
         assert method in out

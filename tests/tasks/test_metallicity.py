@@ -238,7 +238,7 @@ def test_quick_path_end_to_end(tiny_run):
     assert by["cnn"]["info"]["resolution_px"] == 32 and by["cnn"]["info"]["input_px"] == 32
     assert by["resolution_8px"]["info"]["input_px"] == 8
     assert by["resolution_1px"]["info"]["input_px"] == 4  # block-replicated up to TinyNet.min_input_size
-    assert "precision_note" in by["resolution_8px"]["info"]  # fp32 below 17 px (see _cpu_bf16_guard)
+    assert "precision_note" in by["resolution_8px"]["info"]  # fp32 below 17 px (see small_input_precision)
     assert "precision_note" not in by["cnn"]["info"]
 
     for name in ("mzr.png", "mzr_bins.csv", "mzr_summary.csv", "resolution_study.csv", "resolution_study.json",
