@@ -1,13 +1,15 @@
 """Benchmark tasks: ``TASKS.get(name)(config)`` builds a task; ``task.run(out_dir)`` runs its
 baselines and models; ``task.evaluate(predictions)`` scores any predictions.
 
-=============  =========================================================================
-name           task
-=============  =========================================================================
-ml_ratio       stellar M/L from a g-band image (Dobbels et al. 2019)
-metallicity    gas-phase metallicity from gri images (Wu & Boada 2019)
-bt_posterior   B/T, R_e and flux posteriors with MC dropout (GaMPEN, Ghosh et al. 2022)
-=============  =========================================================================
+================  ======================================================================
+name              task
+================  ======================================================================
+ml_ratio          stellar M/L from a g-band image (Dobbels et al. 2019)
+metallicity       gas-phase metallicity from gri images (Wu & Boada 2019)
+bt_posterior      B/T, R_e and flux posteriors with MC dropout (GaMPEN, Ghosh et al. 2022)
+multibranch_mass  central stellar and total mass, M*/L_r from images and kinematic maps of
+                  TNG-style mocks (Chu et al. 2024)
+================  ======================================================================
 
 Presets live in ``configs/task/<name>/{quick,paper}.yaml``; :func:`load_task_config`
 composes one (with overrides) the way the CLI does.

@@ -454,3 +454,21 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def write_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write dict rows as a CSV table atomically (columns in order of first appearance, floats to
+    6 significant digits); nothing is written for no rows."""
+    import csv
+
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    atomic_write(Path(path), write, mode="w")

@@ -52,7 +52,6 @@ Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`Metallicity
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -70,7 +69,7 @@ from sim2obs.provenance import stable_hash
 from sim2obs.tasks import TASKS
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks.base import (PREDICTIONS_FILE, Method, MethodOutput, PaperResult, Predictions, Task, TaskConfig,
-                                TaskMetadata, Truth)
+                                TaskMetadata, Truth, write_csv_rows)
 
 __all__ = ["MetallicityConfig", "MetallicityTask", "RGBConfig", "RandomDihedral", "RandomForestConfig",
            "ResolutionConfig", "MZRConfig", "rmse_loss", "lupton_rgb", "rebin", "mzr_bins", "mzr_scatter",
@@ -677,8 +676,8 @@ class MetallicityTask(Task):
             bin_rows += [{"method": row["method"], **b} for b in pb]
             summary.append({"method": row["method"], "mzr_rms": g["rms"], "mzr_nmad": g["nmad"], "n": g["n"],
                             "rmse": row["metrics"]["rmse"]})
-        _write_csv(out_dir / "mzr_bins.csv", bin_rows)
-        _write_csv(out_dir / "mzr_summary.csv", summary)
+        write_csv_rows(out_dir / "mzr_bins.csv", bin_rows)
+        write_csv_rows(out_dir / "mzr_summary.csv", summary)
         ref = "cnn" if "cnn" in preds else (min(rows, key=lambda r: r["value"])["method"] if preds else None)
         if self.config.plots and ref in preds:
             plot_mzr(mass, z_true, preds[ref], out_dir / "mzr.png", mcfg, label=ref)
@@ -688,7 +687,7 @@ class MetallicityTask(Task):
         if table:
             text = json.dumps(table, indent=2) + "\n"
             atomic_write(out_dir / "resolution_study.json", lambda f: f.write(text), mode="w")
-            _write_csv(out_dir / "resolution_study.csv", table)
+            write_csv_rows(out_dir / "resolution_study.csv", table)
             if self.config.plots:
                 plot_resolution(table, rows, out_dir / "resolution_study.png")
 
@@ -731,20 +730,6 @@ def resolution_table(rows: Sequence[dict], rmse_errors: dict[str, float] | None 
                       "bias_median": m["bias_median"], "outlier_frac": m["outlier_frac"],
                       "paper": RESOLUTION_PAPER_NOTES.get(px, "")})
     return sorted(table, key=lambda t: (t["resolution_px"], t["method"] != "cnn"))
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def write(f):
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-    atomic_write(path, write, mode="w")
 
 
 def plot_mzr(log_mstar: np.ndarray, z_true: np.ndarray, z_pred: np.ndarray, path: Path, config: MZRConfig,

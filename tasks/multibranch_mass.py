@@ -104,7 +104,7 @@ from sim2obs.provenance import stable_hash
 from sim2obs.tasks import TASKS
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks.base import (Method, MethodOutput, PaperResult, Predictions, Task, TaskConfig, TaskMetadata,
-                                Truth)
+                                Truth, write_csv_rows)
 
 __all__ = [
     "MultibranchMassTask", "MultibranchMassConfig", "ScalingConfig", "LightGBMConfig", "AblationConfig",
@@ -699,7 +699,7 @@ class MultibranchMassTask(Task):
         keep = np.ones(len(x["train"]), bool)
         for col, cut in (("sersic_n", lg.sersic_n_max), ("kin_bt", lg.kin_bt_max)):
             if cut is not None:
-                keep &= self.features("train", [col])[:, 0] <= float(cut)
+                keep &= ~(self.features("train", [col])[:, 0] > float(cut))  # unmeasured (NaN) stay
         if not keep.any():
             raise Sim2obsValueError("the sersic_n / kin_bt cuts leave no training object",
                                     value=(lg.sersic_n_max, lg.kin_bt_max))
@@ -737,7 +737,7 @@ class MultibranchMassTask(Task):
                 plots.bar_table([feats[j] for j in order], frac[order], workdir / f"importance_{target}.png",
                                 xlabel=f"gain importance (fraction), target {target}")
             booster.save_model(str(study_dir / f"{target}.txt"))
-        _write_csv(workdir / "importances.csv", rows)
+        write_csv_rows(workdir / "importances.csv", rows)
         text = json.dumps(manifest, indent=2) + "\n"
         atomic_write(study_dir / "manifest.json", lambda f: f.write(text), mode="w")
         info = {"model": "LightGBM", "_target_": "lightgbm.train", "features": feats,
@@ -900,7 +900,7 @@ class MultibranchMassTask(Task):
             return table
         order = {t: i for i, t in enumerate(dict.fromkeys([*self.config.lightgbm.study_targets, *self.targets]))}
         table.sort(key=lambda r: (order[r["target"]], r["method"]))  # the config's order (default: Table 6's)
-        _write_csv(out_dir / "lightgbm_study.csv", table)
+        write_csv_rows(out_dir / "lightgbm_study.csv", table)
         lines = ["| target | inputs | bias | scatter | top-3 features (gain) | paper scatter (Table 6) |",
                  "|---|---|--:|--:|---|--:|"]
         for r in table:
@@ -933,7 +933,7 @@ class MultibranchMassTask(Task):
                               "inputs": "+".join(inputs), "resolution_px": px if imaged else "", "target": t,
                               "bias": r["metrics"][f"{t}/bias_mean"], "scatter": r["metrics"][f"{t}/scatter_dex"],
                               "paper_scatter": "" if value is None else value, "paper_note": note})
-        _write_csv(out_dir / "ablation_table.csv", table)
+        write_csv_rows(out_dir / "ablation_table.csv", table)
         header = ("method", "inputs", "resolution [px]", "target", "bias [dex]", "scatter [dex]", "paper scatter",
                   "paper source")
         lines = ["| " + " | ".join(header) + " |", "|---|---|--:|---|--:|--:|--:|---|"]
@@ -952,20 +952,6 @@ class MultibranchMassTask(Task):
 # --------------------------------------------------------------------------------------------
 # Files and figures
 # --------------------------------------------------------------------------------------------
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def write(f):
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-    atomic_write(path, write, mode="w")
-
-
 def plot_correlation_matrix(names: Sequence[str], r: np.ndarray, path: Path) -> Path:
     """Heat map of Pearson R (paper Fig. 10), values written in the cells."""
     from sim2obs.tasks import plots

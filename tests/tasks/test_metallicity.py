@@ -17,6 +17,7 @@ from sim2obs.tasks import build_task, load_task_config
 from sim2obs.tasks.base import Predictions
 from sim2obs.tasks.metallicity import (RandomDihedral, RGBConfig, lupton_rgb, mzr_bins, mzr_scatter, rebin,
                                        resolution_table)
+from tests.tasks.conftest import run_recording_reads
 
 TINY_DATA = {"n": 120, "stamp": 32, "shard_size": 60, "seed": 7}
 RESOLUTIONS = [8, 1]
@@ -183,33 +184,7 @@ def tiny_run(tmp_path_factory):
     """Run every method once on a tiny set, recording which catalogue columns the methods read."""
     root = tmp_path_factory.mktemp("metallicity")
     task = build_task("metallicity", _tiny_config(), data_dir=root / "data", cluster=SYNC)
-    gs = task.prepare()
-    reads, state = [], {"in_method": None}
-    column = gs.column
-
-    def recording_column(name, split=None):
-        if state["in_method"]:
-            reads.append((state["in_method"], name, split))
-        return column(name, split)
-
-    gs.column = recording_column
-    plain = task.methods
-
-    def wrapped():
-        def wrap(m):
-            def run(t, workdir):
-                state["in_method"] = m.name
-                try:
-                    return m.run(t, workdir)
-                finally:
-                    state["in_method"] = None
-            return replace(m, run=run)
-        return [wrap(m) for m in plain()]
-
-    task.methods = wrapped
-    logs = []
-    rows = task.run(root / "results", log=logs.append)
-    gs.column = column
+    rows, reads, logs = run_recording_reads(task, root / "results")
     return {"task": task, "rows": rows, "out": root / "results", "data_dir": root / "data", "reads": reads,
             "logs": logs}
 

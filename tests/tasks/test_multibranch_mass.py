@@ -22,11 +22,12 @@ from sim2obs.tasks import build_task, load_task_config
 from sim2obs.tasks.base import Predictions, Truth
 from sim2obs.tasks.multibranch_mass import (OBSERVABLE_COLUMNS, PAPER_GBDT, SUMMARY_FEATURES, TARGETS, UnitScaling,
                                             fit_power_law, fit_unit_scaling, paper_ablation_value)
+from tests.tasks.conftest import run_recording_reads
 
 SIZES = (32, 16)
 KIN_PX = 16
 N_SUBHALOS = 20
-INT_COLUMNS = ("id", "subhalo_id", "projection", "snapshot")
+INT_COLUMNS = ("id", "subhalo_id", "projection", "snapshot", "summary_flags")
 FLOAT_COLUMNS = ("redshift", "rhalf_kpc", "fov_kpc", "log_mstar_rhalf", "log_mdm_rhalf", "log_mgas_rhalf",
                  "log_mtot_rhalf", "log_ml_r", "f_dm_rhalf", "log_mstar_30kpc", "log_msub", "mag_r", "g_r",
                  "log_lr_rhalf", "sfr_1gyr", "sersic_n", "q_3d", "sigma_e", "lambda_r", "kin_bt", "f_cold", "f_hot")
@@ -103,6 +104,9 @@ def make_tng_like_set(path, n_subhalos: int = N_SUBHALOS, seed: int = 0):
         "kin_bt": rng.uniform(0.1, 0.9, n), "f_cold": rng.uniform(0.0, 0.6, n), "f_hot": rng.uniform(0.1, 0.6, n),
     }
     catalog["kin_bt"][0] = 1.5  # outside the §2.3 cut: left out of the LightGBM training if in train
+    catalog["summary_flags"] = np.zeros(n, np.int64)
+    catalog["summary_flags"][[1, 2]] = 1 | 2  # the generator could not fit sersic_n nor measure lambda_r
+    catalog["sersic_n"][[1, 2]] = catalog["lambda_r"][[1, 2]] = 0.0
     writer = GalaxySetWriter(path, _schema(), n_objects=n, shard_size=n // 2, build_key=f"tiny-tng-{seed}")
     writer.prepare()
     for i in range(writer.n_shards):
@@ -139,10 +143,11 @@ def test_presets_compose_and_bad_settings_are_refused(tmp_path):
     assert quick.config.data["generator"] == "tng" and quick.config.image_resolution == 60
     assert quick.available_resolutions() == [150, 60]
     t = quick.trainer_config()
-    assert (t.optimiser, t.schedule, t.batch_size, t.augment) == ("adam", "cosine", 40, None)
+    assert (t.optimiser, t.schedule, t.batch_size) == ("adam", "cosine", 40)
+    assert t.augment.rotate and t.augment.flip and t.augment.zoom == [1.0, 1.0]  # no zoom: maps span 6 R_half
     paper = build_task("multibranch_mass", load_task_config("multibranch_mass", "paper"), data_dir=tmp_path)
     t = paper.trainer_config()
-    assert (t.epochs, t.lr, t.batch_size) == (200, 1e-4, 40) and paper.config.image_resolution == 300
+    assert (t.epochs, t.lr, t.batch_size, t.augment) == (200, 1e-4, 40, None) and paper.config.image_resolution == 300
     ablation = build_task("multibranch_mass", load_task_config("multibranch_mass", "ablation"), data_dir=tmp_path)
     assert [m.name for m in ablation.methods()][4:] == [
         "cnn_image", "cnn_image_colour", "cnn_maps", "cnn_image_maps", "cnn_image_colour_maps", "cnn_image_150px"]
@@ -284,6 +289,18 @@ def test_features_are_observables_and_test_labels_are_held_out(tiny_task):
     assert np.allclose(f_star, 10 ** (ms - mt))
 
 
+def test_unmeasured_statistics_are_missing_values(tiny_task):
+    gs = tiny_task.galaxy_set
+    for split in ("train", "val", "test"):
+        flags = gs.column("summary_flags", split)
+        x = tiny_task.features(split, ["sersic_n", "sigma_e", "lambda_r"])
+        assert np.array_equal(np.isnan(x[:, 0]), flags & 1 != 0) and np.array_equal(np.isnan(x[:, 2]), flags & 2 != 0)
+        assert np.isfinite(x[:, 1]).all()
+    assert (gs.column("summary_flags") != 0).sum() == 2
+    names, r = tiny_task.correlation_matrix()
+    assert np.isfinite(r[names.index("sersic_n"), names.index("sigma_e")])  # pairwise over measured objects
+
+
 def test_scaling_is_fitted_on_the_training_split_only(tiny_task):
     gs = tiny_task.galaxy_set
     for branch, px in (("image", 16), ("colour", 32), ("vmap", None), ("sigmamap", None)):
@@ -311,33 +328,7 @@ def tiny_run(tiny_set, tmp_path_factory):
     """Run every method (with the ablation) once, recording the catalogue columns methods read."""
     root = tmp_path_factory.mktemp("run")
     task = build_task("multibranch_mass", _tiny_config(tiny_set), data_dir=root / "data")
-    gs = task.prepare()
-    reads, state = [], {"in_method": None}
-    column = gs.column
-
-    def recording_column(name, split=None):
-        if state["in_method"]:
-            reads.append((state["in_method"], name, split))
-        return column(name, split)
-
-    gs.column = recording_column
-    plain = task.methods
-
-    def wrapped():
-        def wrap(m):
-            def run(t, workdir):
-                state["in_method"] = m.name
-                try:
-                    return m.run(t, workdir)
-                finally:
-                    state["in_method"] = None
-            return replace(m, run=run)
-        return [wrap(m) for m in plain()]
-
-    task.methods = wrapped
-    logs = []
-    rows = task.run(root / "results", log=logs.append)
-    gs.column = column
+    rows, reads, logs = run_recording_reads(task, root / "results")
     return {"task": task, "rows": rows, "out": root / "results", "reads": reads, "root": root}
 
 

@@ -18,6 +18,8 @@ def test_every_preset_composes_and_builds(name, preset, tmp_path):
     assert set(meta.paper) <= set(methods), "paper numbers must be keyed by method names"
     for key in meta.metrics:  # every metric has a ranking direction
         assert key.rsplit("/", 1)[-1] in HIGHER_IS_BETTER, key
+    if "path" not in task.config.data:
+        task.simgen_config()  # the preset's data settings are a valid generator config
     assert not list(tmp_path.iterdir()), "building a task must not generate data"
 
 
