@@ -65,6 +65,18 @@ def test_schema_objects_and_splits(tiny_set):
     np.testing.assert_allclose(gs.column("fov_kpc"), 6 * gs.column("rhalf_kpc"))
 
 
+def test_wind_particles_are_dropped(tiny_set):
+    gs, base = tiny_set["gs"], tiny_set["base"]
+    winds = 0
+    for sid in np.unique(gs.column("subhalo_id")):
+        t_form = il.snapshot.loadSubhalo(str(base), 99, int(sid), "stars", fields=["GFM_StellarFormationTime",
+                                                                                  "Masses"])["GFM_StellarFormationTime"]
+        n = gs.column("n_star_particles")[gs.column("subhalo_id") == sid]
+        assert (n == (t_form > 0).sum()).all()
+        winds += int((t_form <= 0).sum())
+    assert winds > 0, "the mini-simulation should hold wind particles for this test to mean something"
+
+
 def test_maps_conserve_light_and_flag_empty_pixels(tiny_set):
     gs = tiny_set["gs"]
     r40, r20 = gs.images("r_40"), gs.images("r_20")
