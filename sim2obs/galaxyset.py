@@ -288,6 +288,34 @@ class GalaxySetWriter:
         return final
 
     # -- the whole set ------------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        """Whether a finished set of this build is already at :attr:`path` (manifest written,
+        every shard present)."""
+        manifest = self.path / MANIFEST_NAME
+        if not manifest.exists() or self.missing_shards():
+            return False
+        try:
+            return json.loads(manifest.read_text()).get("build_key") == self.build_key
+        except (OSError, ValueError):
+            return False
+
+    def build(self, job, shard_args: Sequence[tuple], cluster: Mapping[str, Any] | None, name: str,
+              provenance: Mapping[str, Any], progress: bool = True) -> Path:
+        """Run ``job(*args)`` for each tuple of ``shard_args`` (each writes one missing shard with
+        :meth:`write_shard`) on the Dask cluster (default: local), then :meth:`finalize` with
+        ``provenance`` plus package versions, time of creation and what this run rendered."""
+        import time
+
+        from sim2obs.parallel import run_shards
+        from sim2obs.provenance import package_versions
+
+        t0 = time.perf_counter()
+        run_shards(job, shard_args, cluster or {"kind": "local"}, desc=f"generate {name}", progress=progress)
+        return self.finalize(name, {**provenance, "package_versions": package_versions(),
+                                    "created_unix": time.time(),
+                                    "render_seconds_this_run": time.perf_counter() - t0,
+                                    "shards_rendered_this_run": len(shard_args)})
+
     def finalize(self, name: str, provenance: Mapping[str, Any]) -> Path:
         """Check every shard, compute the content hash and write ``manifest.json`` atomically."""
         missing = self.missing_shards()

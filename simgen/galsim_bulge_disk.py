@@ -21,7 +21,7 @@ import numpy as np
 
 from sim2obs.errors import ConfigError
 from sim2obs.galaxyset import ColumnSpec, GalaxySetSchema, GalaxySetWriter, StackSpec, assign_splits
-from sim2obs.provenance import package_versions, stable_hash
+from sim2obs.provenance import stable_hash
 from sim2obs.simgen.population import BAND_DATA, PopulationConfig, draw_population, half_light_radius
 
 GENERATOR_NAME = "galsim_bulge_disk"
@@ -468,40 +468,23 @@ def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None
     already complete at ``out`` with the same build is returned as it is; a partial one is
     completed (only missing shards are drawn).
     """
-    from sim2obs.parallel import run_shards
-    from sim2obs.galaxyset import MANIFEST_NAME, open_galaxy_set
-
     cfg = coerce_config(cfg)
     cfg_dict = asdict(cfg)
     out = Path(out)
     build_key = stable_hash({"generator": GENERATOR_NAME, "version": GENERATOR_VERSION, "config": cfg_dict})
     writer = GalaxySetWriter(out, build_schema(cfg), cfg.n, cfg.shard_size, build_key)
     writer.prepare(overwrite=overwrite)
-    manifest = out / MANIFEST_NAME
-    if manifest.exists() and not writer.missing_shards():
-        gs = open_galaxy_set(out, check="schema")
-        if gs.manifest.get("build_key") == build_key:
-            return out
+    if writer.is_complete():
+        return out
     params = draw_parameters(cfg)
     pool = draw_secondary_pool(cfg)
     codes, _ = assign_splits(cfg.n, cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed)
-    todo = writer.missing_shards()
     args = []
-    for i in todo:
+    for i in writer.missing_shards():
         a, b = writer.shard_range(i)
         args.append((cfg_dict, writer, i, {k: v[a:b] for k, v in params.items()}, codes[a:b], pool))
-    t0 = time.perf_counter()
-    run_shards(render_shard, args, cluster or {"kind": "local"}, desc=f"generate {cfg.name}", progress=progress)
-    provenance = {
-        "generator": GENERATOR_NAME,
-        "generator_version": GENERATOR_VERSION,
-        "seed": cfg.seed,
-        "config": cfg_dict,
-        "resolved_config": dict(resolved_config) if resolved_config is not None else None,
-        "package_versions": package_versions(),
-        "created_unix": time.time(),
-        "render_seconds_this_run": time.perf_counter() - t0,
-        "shards_rendered_this_run": len(todo),
-    }
-    writer.finalize(cfg.name, provenance)
+    provenance = {"generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
+                  "config": cfg_dict,
+                  "resolved_config": dict(resolved_config) if resolved_config is not None else None}
+    writer.build(render_shard, args, cluster, cfg.name, provenance, progress=progress)
     return out

@@ -64,7 +64,7 @@ import numpy as np
 from sim2obs.atomic import atomic_write
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.galaxyset import ColumnSpec, GalaxySetSchema, GalaxySetWriter, StackSpec, assign_splits
-from sim2obs.provenance import package_versions, stable_hash
+from sim2obs.provenance import stable_hash
 from sim2obs.simgen.particle_maps import PHOTOMETRIC_BANDS
 
 GENERATOR_NAME = "tng_mocks"
@@ -734,9 +734,6 @@ def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None
              progress: bool = True, resolved_config: Mapping[str, Any] | None = None) -> Path:
     """Write the TNG mock set of ``cfg`` at directory ``out``; return its path. A complete set of
     the same build is returned as it is; a partial one is completed (missing shards only)."""
-    from sim2obs.galaxyset import MANIFEST_NAME, open_galaxy_set
-    from sim2obs.parallel import run_shards
-
     cfg = coerce_config(cfg)
     cfg_dict = asdict(cfg)
     out = Path(out)
@@ -752,33 +749,20 @@ def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None
                              "selected": [r["subhalo_id"] for r in selected]})
     writer = GalaxySetWriter(out, build_schema(cfg), len(selected) * n_proj, cfg.shard_size * n_proj, build_key)
     writer.prepare(overwrite=overwrite)
-    if (out / MANIFEST_NAME).exists() and not writer.missing_shards():
-        gs = open_galaxy_set(out, check="schema")
-        if gs.manifest.get("build_key") == build_key:
-            return out
+    if writer.is_complete():
+        return out
     codes_gal, _ = assign_splits(len(selected), cfg.split, cfg.seed)
     codes = np.repeat(codes_gal, n_proj)
-    todo = writer.missing_shards()
     args = []
-    for i in todo:
+    for i in writer.missing_shards():
         a, b = writer.shard_range(i)
         args.append((cfg_dict, writer, i, source, selected[a // n_proj:b // n_proj], codes[a:b]))
-    t0 = time.perf_counter()
-    run_shards(render_shard, args, cluster or {"kind": "local"}, desc=f"mock {cfg.name}", progress=progress)
     provenance = {
-        "generator": GENERATOR_NAME,
-        "generator_version": GENERATOR_VERSION,
-        "seed": cfg.seed,
-        "config": public_cfg,
+        "generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": cfg.seed, "config": public_cfg,
         "resolved_config": dict(resolved_config) if resolved_config is not None else None,
         "source": {"kind": source.kind, "base_path": source.base_path, "snapshot": source.snapshot,
                    "header": source.header},
-        "n_candidates": len(records),
-        "n_selected": len(selected),
-        "package_versions": package_versions(),
-        "created_unix": time.time(),
-        "render_seconds_this_run": time.perf_counter() - t0,
-        "shards_rendered_this_run": len(todo),
+        "n_candidates": len(records), "n_selected": len(selected),
     }
-    writer.finalize(cfg.name, provenance)
+    writer.build(render_shard, args, cluster, cfg.name, provenance, progress=progress)
     return out

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import h5py
 import numpy as np
@@ -18,7 +14,6 @@ from sim2obs.errors import ConfigError, DataFormatError
 from tests.simgen.fake_tng import HEADER, KEY, SIM, SNAP, FakeTNG, serve
 from sim2obs.simgen.tng_api import (DM_FIELDS, GAS_FIELDS, PIPELINE_FIELDS, STAR_FIELDS, TNGAPIError,
                                     TNGAuthError, TNGNotFoundError, TNGWebAPI, read_cutout)
-
 
 
 # --------------------------------------------------------------------------------------------

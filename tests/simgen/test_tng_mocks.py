@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
 
 import h5py
 import illustris_python as il
