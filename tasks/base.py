@@ -370,6 +370,23 @@ class Task:
             return methods
         return [m for m in methods if m.name in self.config.methods]
 
+    def merged_trainer_config(self, overrides: Any = None):
+        """The task's ``trainer`` settings (with ``overrides``, e.g. a study's own schedule, merged
+        on top) as a validated :class:`~sim2obs.models.engine.TrainerConfig`, its seed offset by
+        the task seed."""
+        from dataclasses import replace
+
+        from omegaconf import OmegaConf
+
+        from sim2obs.models.engine import load_trainer_config, validate_config
+
+        data = to_plain(getattr(self.config, "trainer", None)) or {}
+        if overrides:
+            data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), OmegaConf.create(to_plain(overrides))))
+        cfg = load_trainer_config(data)
+        validate_config(cfg)
+        return replace(cfg, seed=int(cfg.seed) + int(self.config.seed))
+
     @staticmethod
     def shared_dir(workdir: str | os.PathLike) -> Path:
         """A folder the methods of one run share (trained networks, extracted features), beside

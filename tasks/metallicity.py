@@ -421,20 +421,9 @@ class MetallicityTask(Task):
             raise ConfigError(f"{name}.mzr", "bin_width > 0 and min_count >= 1", value=asdict(cfg.mzr))
 
     def trainer_config(self, resolution: bool = False):
-        """The :class:`~sim2obs.models.engine.TrainerConfig` of the ``cnn`` (or of the resolution
-        study: the task's trainer with ``resolution.trainer`` merged on top), validated; its seed
-        offset by the task seed."""
-        from omegaconf import OmegaConf
-
-        from sim2obs.models.engine import load_trainer_config, validate_config
-
-        data = to_plain(self.config.trainer) or {}
-        if resolution and self.config.resolution.trainer:
-            data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data),
-                                                          OmegaConf.create(to_plain(self.config.resolution.trainer))))
-        cfg = load_trainer_config(data)
-        validate_config(cfg)
-        return replace(cfg, seed=int(cfg.seed) + int(self.config.seed))
+        """The validated trainer config of the ``cnn`` (or of the resolution study: the task's
+        trainer with ``resolution.trainer`` merged on top); seed offset by the task seed."""
+        return self.merged_trainer_config(self.config.resolution.trainer if resolution else None)
 
     # -- data -----------------------------------------------------------------------------
     def check_set(self, gs) -> None:

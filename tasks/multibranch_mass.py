@@ -460,19 +460,9 @@ class MultibranchMassTask(Task):
             raise ConfigError(key, "one or more distinct branches", value=list(names), allowed=list(BRANCHES))
 
     def trainer_config(self, ablation: bool = False):
-        """The validated :class:`~sim2obs.models.engine.TrainerConfig` of the networks (with
-        ``ablation.trainer`` merged on top for the ablation variants); seed offset by the task seed."""
-        from omegaconf import OmegaConf
-
-        from sim2obs.models.engine import load_trainer_config, validate_config
-
-        data = to_plain(self.config.trainer) or {}
-        if ablation and self.config.ablation.trainer:
-            data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data),
-                                                          OmegaConf.create(to_plain(self.config.ablation.trainer))))
-        cfg = load_trainer_config(data)
-        validate_config(cfg)
-        return replace(cfg, seed=int(cfg.seed) + int(self.config.seed))
+        """The validated trainer config of the networks (with ``ablation.trainer`` merged on top for
+        the ablation variants); seed offset by the task seed."""
+        return self.merged_trainer_config(self.config.ablation.trainer if ablation else None)
 
     def simgen_config(self) -> dict[str, Any]:
         """The ``tng`` generator's config of the task's simulated set (defaults filled in)."""
