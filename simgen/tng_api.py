@@ -2,11 +2,12 @@
 
 :class:`TNGWebAPI` fetches subhalo records, searches and per-subhalo particle cutouts with the
 ``api-key`` header the TNG docs specify. JSON answers are cached on disk keyed by URL; cutouts
-are cached under ``cache_dir/<simulation>/snap_<NNN>/``, streamed to a ``.part`` file (resumed
+are cached under ``cache_dir/<simulation>/snap_<NNN>/``. Every request goes through the suite's
+download layer (:mod:`sim2obs.download`): retries with exponential backoff on transient errors
+(5xx, 408, 429, timeouts, dropped connections), cutouts streamed to a ``.part`` file (resumed
 with an HTTP Range request after a kill when the server answers 206, restarted otherwise),
-retried with exponential backoff on transient errors (5xx, 408, 429, timeouts, dropped
-connections), validated with h5py and renamed into place atomically; their sha256 and size go
-to ``index.json`` in the same folder, and a cached file whose checksum no longer matches is
+validated with h5py and renamed into place atomically; their sha256 and size go to
+``index.json`` in the same folder, and a cached file whose checksum no longer matches is
 downloaded again. Parallel workers may share a cache: per-file locks (``fcntl.flock``) keep
 two processes from writing the same cutout or index at once.
 
@@ -18,31 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import logging
 import os
 import re
-import socket
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import h5py
 import numpy as np
 
 from sim2obs.atomic import atomic_write
-from sim2obs.errors import ConfigError, DataFormatError, Sim2obsError, Sim2obsValueError
+from sim2obs.download import HttpClient, download_file, file_lock
+from sim2obs.errors import ConfigError, DataFormatError, DownloadError, Sim2obsValueError
 from sim2obs.provenance import file_sha256
-
-try:  # POSIX advisory locks; without them (Windows) the cache is safe for one process only
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +60,7 @@ FIELD_SHAPES: dict[str, tuple[int, ...]] = {
     "StarFormationRate": (), "ParticleIDs": (), "Density": (), "InternalEnergy": (),
 }
 
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_CHUNK = 1 << 20
 _KEY_HELP = ("pass TNGWebAPI(api_key=...) or set the TNG_API_KEY environment variable; your key "
              "is on https://www.tng-project.org/users/profile/ after logging in")
 
@@ -78,15 +68,13 @@ _KEY_HELP = ("pass TNGWebAPI(api_key=...) or set the TNG_API_KEY environment var
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-class TNGAPIError(Sim2obsError, OSError):
-    """A TNG web-API request failed. Attributes: ``url`` and ``status`` (HTTP code or None)."""
+class TNGAPIError(DownloadError):
+    """A TNG web-API request failed. Attributes: ``url`` and ``status`` (HTTP code or None),
+    ``cache_path`` where known."""
 
-    def __init__(self, url: str, status: int | None, message: str):
-        self.url, self.status = url, status
-        Exception.__init__(self, f"{message} [{url}]")
-
-    def __str__(self) -> str:  # OSError formats args specially; keep the message as written
-        return self.args[0]
+    def __init__(self, url: str, status: int | None, message: str, cache_path: Any = None,
+                 hint: str | None = None):
+        super().__init__(url, message, status=status, cache_path=cache_path, hint=hint)
 
 
 class TNGAuthError(TNGAPIError):
@@ -97,12 +85,15 @@ class TNGNotFoundError(TNGAPIError):
     """HTTP 404: the simulation, snapshot or subhalo does not exist."""
 
 
-class _Transient(Exception):
-    """A failure worth retrying (5xx, timeout, dropped connection, short body)."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.retry_after = status, retry_after
+def _tng_error(err: DownloadError, what: str) -> TNGAPIError:
+    """The download layer's error as the matching TNG error (same URL, status and cache path)."""
+    if err.status in (401, 403):
+        return TNGAuthError(err.url, err.status, f"HTTP {err.status}: the TNG server refused the api key "
+                            f"while fetching {what}; check the key: {_KEY_HELP}", err.cache_path)
+    if err.status == 404:
+        return TNGNotFoundError(err.url, 404, f"{what} not found (HTTP 404)", err.cache_path)
+    message = str(err.args[0]).split(f" [{err.url}]")[0]
+    return TNGAPIError(err.url, err.status, message, err.cache_path, err.hint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +121,7 @@ class TNGWebAPI:
         self.timeout, self.retries = timeout, int(retries)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.progress = progress
+        self._client = HttpClient(timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
 
     # -- URLs and requests -----------------------------------------------------------------
     def url(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> str:
@@ -149,52 +141,12 @@ class TNGWebAPI:
             raise ConfigError("api_key", f"no TNG api key: {_KEY_HELP}")
         return self.api_key
 
-    def _open(self, url: str, what: str, headers: Mapping[str, str] | None = None):
-        """One request; HTTP errors mapped to TNGAuthError / TNGNotFoundError / TNGAPIError, or
-        to _Transient when worth retrying."""
-        request = urllib.request.Request(url, headers={
-            "api-key": self._require_key(), "User-Agent": "sim2obs-tng-api", **(headers or {})})
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as err:
-            code = err.code
-            retry_after = _retry_after(err.headers.get("Retry-After") if err.headers else None)
-            try:
-                body = err.read(300).decode("utf-8", "replace").strip()
-            except Exception:  # noqa: BLE001 - the body is only a hint
-                body = ""
-            err.close()
-            if code in (401, 403):
-                raise TNGAuthError(url, code, f"HTTP {code}: the TNG server refused the api key "
-                                   f"while fetching {what}; check the key: {_KEY_HELP}") from None
-            if code == 404:
-                raise TNGNotFoundError(url, code, f"{what} not found (HTTP 404)") from None
-            if code in _TRANSIENT_STATUS or code >= 500:
-                raise _Transient(f"HTTP {code}", code, retry_after) from None
-            raise TNGAPIError(url, code, f"HTTP {code} while fetching {what}: {body[:200]}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
-                http.client.HTTPException) as err:
-            raise _Transient(f"{type(err).__name__}: {err}") from err
-
-    def _with_retries(self, attempt: Callable[[], Any], url: str, what: str) -> Any:
-        last: _Transient | None = None
-        for i in range(self.retries + 1):
-            try:
-                return attempt()
-            except _Transient as err:
-                last = err
-            except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException,
-                    urllib.error.URLError) as err:  # raised while reading a body
-                last = _Transient(f"{type(err).__name__}: {err}")
-            if i < self.retries:
-                delay = self.backoff * 2 ** i
-                if last.retry_after is not None:
-                    delay = max(delay, last.retry_after)
-                delay = min(delay, self.max_backoff)
-                log.warning("%s: %s; retry %d/%d in %.3g s", what, last, i + 1, self.retries, delay)
-                time.sleep(delay)
-        raise TNGAPIError(url, last.status,
-                          f"{what}: gave up after {self.retries + 1} attempts; last error: {last}")
+    def http(self) -> HttpClient:
+        """The download layer's client with this object's current timeout and retry settings
+        (they may be changed after construction)."""
+        c = self._client
+        c.timeout, c.retries, c.backoff, c.max_backoff = self.timeout, self.retries, self.backoff, self.max_backoff
+        return c
 
     # -- JSON --------------------------------------------------------------------------------
     def get_json(self, path_or_url: str, params: Mapping[str, Any] | None = None, *,
@@ -214,18 +166,20 @@ class TNGWebAPI:
             except (OSError, ValueError, KeyError, AttributeError):
                 log.warning("ignoring unreadable JSON cache file %s", cache)
 
-        def attempt():
-            with self._open(url, what, {"Accept": "application/json"}) as resp:
-                ctype = resp.headers.get("Content-Type", "")
-                body = resp.read()
-            if "json" not in ctype:
-                raise TNGAPIError(url, resp.status, f"{what}: expected JSON, got Content-Type {ctype!r}")
-            try:
-                return json.loads(body)
-            except ValueError as err:
-                raise TNGAPIError(url, resp.status, f"{what}: invalid JSON ({err})") from None
-
-        data = self._with_retries(attempt, url, what)
+        headers = {"api-key": self._require_key(), "Accept": "application/json"}
+        try:
+            resp = self.http().get(url, what=what, headers=headers, cache_path=cache)
+        except DownloadError as err:
+            raise _tng_error(err, what) from None
+        with resp:
+            ctype = resp.headers.get("Content-Type", "")
+            body = resp.content
+        if "json" not in ctype:
+            raise TNGAPIError(url, resp.status_code, f"{what}: expected JSON, got Content-Type {ctype!r}")
+        try:
+            data = json.loads(body)
+        except ValueError as err:
+            raise TNGAPIError(url, resp.status_code, f"{what}: invalid JSON ({err})") from None
         atomic_write(cache, lambda f: json.dump({"url": url, "data": data}, f), mode="w")
         return data
 
@@ -326,7 +280,7 @@ class TNGWebAPI:
         url = self.cutout_url(simulation, snapshot, subhalo_id, spec)
         what = f"cutout of subhalo {int(subhalo_id)} of {simulation} snapshot {snapshot}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path.with_name(f".{path.name}.lock")):
+        with file_lock(path):
             if not refresh and path.exists():
                 entry = _read_index(path.parent).get(path.name)
                 if entry is None:  # renamed into place, killed before the index write: adopt
@@ -347,69 +301,21 @@ class TNGWebAPI:
     def _record(self, path: Path, url: str, subhalo_id: int, spec: dict) -> None:
         entry = {"url": url, "subhalo_id": subhalo_id, "fields": spec, "size": path.stat().st_size,
                  "sha256": file_sha256(path), "recorded": datetime.now(timezone.utc).isoformat()}
-        with _locked(path.parent / ".index.json.lock"):
+        with file_lock(path.parent / "index.json"):
             index = _read_index(path.parent)
             index[path.name] = entry
             atomic_write(path.parent / "index.json",
                          lambda f: json.dump(index, f, indent=1, sort_keys=True), mode="w")
 
     def _download(self, url: str, path: Path, spec: dict, what: str) -> None:
-        """Stream ``url`` to ``<path>.part`` (resuming what is there), validate, rename."""
-        part = path.with_name(path.name + ".part")
-        state = {"resumed": False}
-        for fresh in (False, True):
-            if fresh:
-                part.unlink(missing_ok=True)
-            self._with_retries(lambda: self._download_once(url, part, what, state), url, what)
-            try:
-                validate_cutout(part, spec, display=f"{path} (downloaded from {url})")
-                break
-            except DataFormatError:
-                part.unlink(missing_ok=True)
-                if not state["resumed"] or fresh:
-                    raise
-                log.warning("%s: resumed download is invalid; downloading it again from the start", what)
-                state["resumed"] = False
-        os.replace(part, path)
-
-    def _download_once(self, url: str, part: Path, what: str, state: dict) -> None:
-        offset = part.stat().st_size if part.exists() else 0
+        """Download through :func:`sim2obs.download.download_file` (``.part``, Range resume,
+        retries, h5py validation of the fields, atomic rename); the caller holds the lock."""
         try:
-            resp = self._open(url, what, {"Range": f"bytes={offset}-"} if offset else None)
-        except TNGAPIError as err:
-            if err.status == 416 and offset:  # our part is not a prefix the server can continue
-                part.unlink()
-                return self._download_once(url, part, what, state)
-            raise
-        with resp:
-            length = resp.headers.get("Content-Length")
-            length = int(length) if length and length.isdigit() else None
-            if offset and resp.status == 206:
-                start, total = _content_range(resp.headers.get("Content-Range"))
-                if start != offset:
-                    part.unlink()
-                    raise _Transient(f"server resumed at byte {start}, not {offset}; restarting")
-                if total is None and length is not None:
-                    total = offset + length
-                mode, state["resumed"] = "ab", True
-                log.info("%s: resuming at byte %d", what, offset)
-            else:  # 200: whole body (no Range sent, or the server ignored it)
-                if offset:
-                    log.info("%s: server ignored the Range request; restarting", what)
-                offset, total, mode = 0, length, "wb"
-            bar = _progress_bar(self.progress, total, offset, what)
-            try:
-                with open(part, mode) as f:
-                    while chunk := resp.read(_CHUNK):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                    f.flush()
-                    os.fsync(f.fileno())
-            finally:
-                bar.close()
-        size = part.stat().st_size
-        if total is not None and size != total:
-            raise _Transient(f"connection closed after {size} of {total} bytes")
+            download_file(self.http(), url, path, what=what, headers={"api-key": self._require_key()},
+                          validate=lambda part, display: validate_cutout(part, spec, display=display),
+                          progress=self.progress, lock=False)
+        except DownloadError as err:
+            raise _tng_error(err, what) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,21 +455,6 @@ def _check_id(subhalo_id: int) -> int:
     return int(subhalo_id)
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: ignore and use our own backoff
-        return None
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``bytes START-END/TOTAL`` -> (START, TOTAL or None for ``*``)."""
-    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
-    if not m:
-        return None, None
-    return int(m.group(1)), (None if m.group(2) == "*" else int(m.group(2)))
-
-
 def _read_index(folder: Path) -> dict:
     try:
         index = json.loads((folder / "index.json").read_text())
@@ -573,33 +464,3 @@ def _read_index(folder: Path) -> dict:
     except (OSError, ValueError):
         log.warning("unreadable cache index %s; treating it as empty", folder / "index.json")
         return {}
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``lock_path`` (between processes and threads)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(enabled: bool, total: int | None, initial: int, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, leave=False)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.loopback_http import serve_on_loopback
 
 SIM, SNAP, KEY = "TNG-Test", 99, "secret-key"
 HEADER = {"HubbleParam": 0.6774, "Redshift": 0.0, "Time": 1.0, "Omega0": 0.3089, "OmegaLambda": 0.6911,
@@ -59,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode())
 
     def do_GET(self):  # noqa: C901 - a small router
-        fake: FakeTNG = self.server.fake
+        fake: FakeTNG = self.server.state
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
         fake.requests.append({"path": parts.path, "query": query, "range": self.headers.get("Range"),
@@ -118,23 +119,8 @@ class Handler(BaseHTTPRequestHandler):
         return self._json({"detail": "Not found."}, 404)
 
 
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # client gave up (timeout test): fine
-        pass
-
-
 @contextlib.contextmanager
 def serve(state: FakeTNG) -> Iterator[FakeTNG]:
     """Serve ``state`` on a free port of 127.0.0.1 (``state.base`` is its URL) until the block ends."""
-    server = QuietServer(("127.0.0.1", 0), Handler)
-    server.fake = state
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_on_loopback(Handler, state) as served:
+        yield served
