@@ -20,8 +20,12 @@ from sim2obs.errors import ConfigError
 CLUSTER_KINDS = ("local", "address", "jobqueue", "synchronous")
 # Worker processes each get one thread: GalSim/FFTW/BLAS threads fighting over cores made two
 # processes four times slower than one.
-_ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+_WORKER_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+# distributed's nanny sets MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold:
+# every temporary over 128 KiB became a fresh mmap and page faults (most of the TNG mocks' system
+# time). A fixed 32 MiB mmap threshold keeps such temporaries on the heap.
+_WORKER_ENV["MALLOC_MMAP_THRESHOLD_"] = str(32 * 1024 * 1024)
 
 
 def validate_cluster_config(cfg: Mapping[str, Any]) -> None:
@@ -39,18 +43,23 @@ def validate_cluster_config(cfg: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def dask_client(cfg: Mapping[str, Any]) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` for the configured cluster (None for synchronous)."""
+def dask_client(cfg: Mapping[str, Any], n_jobs: int | None = None) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` for the configured cluster (None for synchronous).
+
+    With ``n_jobs`` known, a local cluster starts no more workers than there are jobs, and none
+    at all for a single job (starting and stopping worker processes costs seconds: one job
+    runs faster in this process)."""
     validate_cluster_config(cfg)
     kind = cfg.get("kind", "local")
-    if kind == "synchronous":
+    if kind == "synchronous" or (kind == "local" and n_jobs is not None and n_jobs <= 1):
         yield None
         return
     from dask.distributed import Client, LocalCluster
 
     if kind == "local":
-        os.environ.update(_ONE_THREAD)  # inherited by the spawned worker processes
+        os.environ.update(_WORKER_ENV)  # inherited by the spawned worker processes
         n = int(cfg.get("n_workers") or os.cpu_count() or 1)
+        n = min(n, n_jobs) if n_jobs else n
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
@@ -82,7 +91,7 @@ def run_shards(job: Callable[..., Any], shard_args: Sequence[tuple], cluster: Ma
 
     results: list[Any] = [None] * len(shard_args)
     bar = tqdm(total=len(shard_args), desc=desc, unit="shard", disable=not progress or not shard_args)
-    with bar, dask_client(cluster) as client:
+    with bar, dask_client(cluster, n_jobs=len(shard_args)) as client:
         if client is None:
             for i, args in enumerate(shard_args):
                 results[i] = job(*args)

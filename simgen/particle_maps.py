@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -52,7 +53,9 @@ _KERNEL_NORM_2D = 40.0 / (7.0 * math.pi)  # 2-D cubic spline, support radius h: 
 # Footprints up to this half-width (pixels) are normalised by their exact sum over pixel centres;
 # wider ones by the kernel integral (the sum over centres then differs from it by < 3e-7).
 _EXACT_NORM_MAX_HALF_WIDTH = 24
-_CHUNK_ELEMENTS = 1 << 16  # kernel evaluations per vectorised step (stays in cache)
+# Compiled deposit loops: reassociation (vectorised sums) and fused multiply-adds change results
+# by round-off only; no approximate functions, no assumptions about NaN or infinity.
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def project(pos: np.ndarray, vel: np.ndarray, los_axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +117,7 @@ def sph_image(xy: np.ndarray, weights: np.ndarray, h: np.ndarray, half_width: fl
     Footprints wider than 24 pixels each side are normalised by the kernel integral instead of
     the sum over centres (relative difference < 3e-7).
 
-    Vectorised: particles are grouped by footprint size in pixels and scattered with bincount.
+    Compiled (numba, cached on disk): one pass over the particles, each footprint evaluated once.
     """
     xy = _as_points(xy, 2, "xy")
     n = len(xy)
@@ -129,106 +132,116 @@ def sph_image(xy: np.ndarray, weights: np.ndarray, h: np.ndarray, half_width: fl
     if not np.all(np.isfinite(w)):
         raise Sim2obsValueError("weights must be finite")
     npix, dx = _check_frame(half_width, npix)
-    w2 = w[:, None] if w.ndim == 1 else w
-    n_channels = w2.shape[1]
-    out = np.zeros((n_channels, npix * npix))
-
-    u = (xy + half_width) / dx  # continuous pixel coordinates (column, row)
-    s = h / dx                  # support radius in pixels
-    i0 = np.floor(u).astype(np.int64)  # containing pixel
-    # Particles whose support holds no pixel centre other than (at most) their own pixel's, the
-    # nearest: all their weight goes there. (The margin keeps rounding from emptying a footprint.)
-    centre_dist = np.hypot(u[:, 0] - i0[:, 0] - 0.5, u[:, 1] - i0[:, 1] - 0.5)
-    point = (centre_dist >= s * (1.0 - 1e-9)) | (s <= 0.5)
-    inside = np.all((i0 >= 0) & (i0 < npix), axis=1)
-    sel = point & inside
-    flat = i0[sel, 1] * npix + i0[sel, 0]
-    for c in range(n_channels):
-        out[c] += np.bincount(flat, weights=w2[sel, c], minlength=npix * npix)
-
-    k = np.floor(s + 0.5).astype(np.int64)  # footprint half-width: centres of pixels i0 +- k at most
-    touches = np.all((i0 + k[:, None] >= 0) & (i0 - k[:, None] < npix), axis=1)
-    spread = ~point & touches
-
-    # Footprints up to kmax pixels each side: whole (2k+1)^2 stencils, exact normalisation, on a
-    # canvas with margins that take every such footprint touching the frame (cropped at the end).
-    kmax = _EXACT_NORM_MAX_HALF_WIDTH
-    pad = 2 * kmax
-    side = npix + 2 * pad
-    canvas = np.zeros((n_channels, side * side))
-    small = np.flatnonzero(spread & (k <= kmax))
-    small = small[np.lexsort((i0[small, 0], i0[small, 1], k[small]))]  # by size, then position
-    bounds = np.flatnonzero(np.diff(k[small])) + 1
-    for group in np.split(small, bounds) if len(small) else []:
-        kk = int(k[group[0]])
-        offsets = np.arange(-kk, kk + 1)
-        step = max(1, _CHUNK_ELEMENTS // len(offsets) ** 2)
-        for start in range(0, len(group), step):
-            part = group[start:start + step]
-            pix = i0[part, :, None] + offsets  # (n, 2, 2k+1) frame pixel indices (col, row)
-            centre_offset = pix + 0.5 - u[part, :, None]
-            _deposit(canvas, side, (pix[:, 0] + pad, pix[:, 1] + pad), (centre_offset[:, 0], centre_offset[:, 1]),
-                     s[part], w2[part], exact_norm=True)
-    canvas = canvas.reshape(n_channels, side, side)[:, pad:pad + npix, pad:pad + npix]
-    out += canvas.reshape(n_channels, -1)
-
-    # Wider footprints: only their windows clipped to the frame, normalised by the kernel integral;
-    # chunks share one window size, and pixels past the frame go to a discarded last row/column.
-    big = np.flatnonzero(spread & (k > kmax))
-    if len(big):
-        lo = np.maximum(i0[big] - k[big, None], 0)
-        size = np.minimum(i0[big] + k[big, None], npix - 1) - lo + 1
-        order = np.lexsort((size[:, 0], size[:, 1]))
-        big, lo, size = big[order], lo[order], size[order]
-        side = npix + 1
-        canvas = np.zeros((n_channels, side * side))
-        start = 0
-        while start < len(big):
-            m = max(1, _CHUNK_ELEMENTS // int(size[start].prod()))
-            while True:  # the chunk's window stays within the budget (or holds one particle)
-                wx, wy = size[start:start + m].max(axis=0)
-                if m == 1 or int(wx) * int(wy) * m <= _CHUNK_ELEMENTS:
-                    break
-                m //= 2
-            part = big[start:start + m]
-            cols = lo[start:start + m, 0, None] + np.arange(wx)
-            rows = lo[start:start + m, 1, None] + np.arange(wy)
-            _deposit(canvas, side, (np.minimum(cols, npix), np.minimum(rows, npix)),
-                     (cols + 0.5 - u[part, 0, None], rows + 0.5 - u[part, 1, None]), s[part], w2[part],
-                     exact_norm=False)
-            start += m
-        out += canvas.reshape(n_channels, side, side)[:, :npix, :npix].reshape(n_channels, -1)
-    out = out.reshape(n_channels, npix, npix)
+    w2 = np.ascontiguousarray(w[:, None] if w.ndim == 1 else w)
+    out = np.zeros((w2.shape[1], npix, npix))
+    _render(np.ascontiguousarray(xy), w2, np.ascontiguousarray(h), float(half_width), dx, npix,
+            _EXACT_NORM_MAX_HALF_WIDTH, out)
     return out[0] if w.ndim == 1 else out
 
 
-def _deposit(canvas, stride, index, offset, s, w, exact_norm):
-    """Add particles' shares to ``canvas`` (K, rows * stride).
+@numba.njit(cache=True, nogil=True)
+def _render(xy, w, h, half_width, dx, npix, kmax, out):  # pragma: no cover - compiled
+    """Deposit every particle into ``out`` (K, npix, npix) (see :func:`sph_image`); ``xy`` (N, 2)
+    kpc, ``w`` (N, K), ``h`` (N,) kpc, ``dx`` kpc per pixel. Footprints of half-width ``k <= kmax``
+    pixels: the spline at all (2k+1)^2 stencil centres, normalised by their sum; wider ones: the
+    window clipped to the frame, normalised by the kernel integral."""
+    n_channels = w.shape[1]
+    side = 2 * kmax + 1
+    frac = np.empty(side * side)
+    dx2 = np.empty(max(side, npix))
+    fbuf = np.empty(npix)
+    for p in range(xy.shape[0]):
+        u = (xy[p, 0] + half_width) / dx  # continuous pixel coordinates (column, row)
+        v = (xy[p, 1] + half_width) / dx
+        s = h[p] / dx  # support radius in pixels
+        ci = np.int64(math.floor(u))  # containing pixel
+        ri = np.int64(math.floor(v))
+        # Support holding no pixel centre other than (at most) the particle's own, the nearest:
+        # all its weight goes there. (The margin keeps rounding from emptying a footprint.)
+        if math.hypot(u - ci - 0.5, v - ri - 0.5) >= s * (1.0 - 1e-9) or s <= 0.5:
+            if 0 <= ci < npix and 0 <= ri < npix:
+                for c in range(n_channels):
+                    out[c, ri, ci] += w[p, c]
+            continue
+        k = np.int64(math.floor(s + 0.5))  # footprint half-width: centres of pixels i0 +- k at most
+        if ci + k < 0 or ci - k >= npix or ri + k < 0 or ri - k >= npix:
+            continue
+        inv_s = 1.0 / s
+        if k <= kmax:
+            _deposit_exact(out, w[p], u, v, inv_s, ci, ri, k, npix, frac, dx2)
+        else:
+            _deposit_integral(out, w[p], u, v, inv_s, ci, ri, k, npix, dx2, fbuf)
 
-    ``index`` = (cols (n, nc), rows (n, nr)): canvas pixel indices of each particle's window, both
-    non-decreasing; ``offset`` = (dx (n, nc), dy (n, nr)): pixel-centre offsets from the particle
-    (pixels); ``s`` (n,): support radius (pixels); ``w`` (n, K). Shares are the spline at the pixel
-    centres, normalised by their sum over the window (``exact_norm``: the window holds the whole
-    footprint) or by the kernel integral."""
-    cols, rows = index
-    inv_s = 1.0 / s
-    dxc = offset[0] * inv_s[:, None]
-    dyr = offset[1] * inv_s[:, None]
-    dxc *= dxc
-    dyr *= dyr
-    frac = _spline_shape_q2(dyr[:, :, None] + dxc[:, None, :])  # (n, nr, nc)
-    norm = 1.0 / frac.sum(axis=(1, 2)) if exact_norm else _KERNEL_NORM_2D * inv_s**2
-    first = int((rows[:, 0] * stride + cols[:, 0]).min())
-    length = int((rows[:, -1] * stride + cols[:, -1]).max()) - first + 1
-    flat = ((rows * stride - first)[:, :, None] + cols[:, None, :]).ravel()
-    if canvas.shape[0] == 1:
-        frac *= (norm * w[:, 0])[:, None, None]
-        canvas[0, first:first + length] += np.bincount(flat, weights=frac.ravel(), minlength=length)
-        return
-    frac *= norm[:, None, None]
-    for c in range(canvas.shape[0]):
-        contrib = (frac * w[:, c, None, None]).ravel()
-        canvas[c, first:first + length] += np.bincount(flat, weights=contrib, minlength=length)
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
+def _shape(q2):  # pragma: no cover - compiled
+    """Cubic-spline shape 2 (1 - q)^3 - 8 (1/2 - q)_+^3 at q = sqrt(min(q2, 1)) (0 from q = 1 on);
+    branch-free, so that loops over pixels vectorise."""
+    q = math.sqrt(min(q2, 1.0))
+    inner = max(0.5 - q, 0.0)
+    outer = 1.0 - q
+    return outer * outer * outer * 2.0 - inner * inner * inner * 8.0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _deposit_exact(out, w, u, v, inv_s, ci, ri, k, npix, frac, dx2):  # pragma: no cover - compiled
+    """One particle's whole (2k+1)^2 stencil, normalised by its sum, added where inside the frame.
+    (Loops run over 0-based slices so that they vectorise.)"""
+    m = 2 * k + 1
+    for j in range(m):
+        t = (ci - k + j + 0.5 - u) * inv_s
+        dx2[j] = t * t
+    total = 0.0
+    for i in range(m):
+        t = (ri - k + i + 0.5 - v) * inv_s
+        dy2 = t * t
+        f = frac[i * m:]
+        row_sum = 0.0
+        for j in range(m):
+            f[j] = _shape(dy2 + dx2[j])
+            row_sum += f[j]
+        total += row_sum
+    norm = 1.0 / total
+    j_lo, j_hi = max(0, k - ci), min(m, npix - ci + k)
+    width = j_hi - j_lo
+    for i in range(max(0, k - ri), min(m, npix - ri + k)):
+        f = frac[i * m + j_lo:]
+        for c in range(out.shape[0]):
+            scale = norm * w[c]
+            line = out[c, ri - k + i, ci - k + j_lo:]
+            for j in range(width):
+                line[j] += f[j] * scale
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _deposit_integral(out, w, u, v, inv_s, ci, ri, k, npix, dx2, fbuf):  # pragma: no cover - compiled
+    """One wide particle: the spline at the frame's pixel centres within its support, normalised
+    by the kernel integral."""
+    norm = _KERNEL_NORM_2D * (inv_s * inv_s)
+    s = 1.0 / inv_s
+    c_lo, c_hi = max(ci - k, 0), min(ci + k, npix - 1)
+    for col in range(c_lo, c_hi + 1):
+        t = (col + 0.5 - u) * inv_s
+        dx2[col - c_lo] = t * t
+    for row in range(max(ri - k, 0), min(ri + k, npix - 1) + 1):
+        t = (row + 0.5 - v) * inv_s
+        dy2 = t * t
+        if dy2 >= 1.0:
+            continue
+        # the columns whose centres can lie in the support on this row, with a pixel of margin
+        # (centres outside it add exactly 0)
+        half = s * math.sqrt(1.0 - dy2)
+        a = max(c_lo, np.int64(math.floor(u - 0.5 - half)) - 1)
+        b = min(c_hi, np.int64(math.ceil(u - 0.5 + half)) + 1)
+        width = b - a + 1
+        d = dx2[a - c_lo:]
+        for j in range(width):
+            fbuf[j] = _shape(dy2 + d[j]) * norm
+        for c in range(out.shape[0]):
+            wc = w[c]
+            line = out[c, row, a:]
+            for j in range(width):
+                line[j] += fbuf[j] * wc
 
 
 def _spline_shape_q2(q2):
@@ -307,8 +320,11 @@ def colour_map(
     if lg.shape != lr.shape:
         raise Sim2obsValueError("g and r images must have the same shape", value=(lg.shape, lr.shape))
     lit = (lg > 0) & (lr > 0)
-    out = np.zeros(lg.shape)
-    out[lit] = (msun_g - msun_r) - 2.5 * np.log10(lg[lit] / lr[lit])
+    out = np.divide(lg, lr, out=np.ones(lg.shape), where=lit)  # no temporaries of the lit pixels
+    np.log10(out, out=out)
+    out *= -2.5
+    out += msun_g - msun_r
+    out[~lit] = 0.0
     return out
 
 

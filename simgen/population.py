@@ -14,7 +14,9 @@ References
   limit r <= 17.77 (Strauss et al. 2002) applied to the total r magnitude.
 - Bulge mass fraction: mean rises with stellar mass, as in the bulge + disk decompositions of
   SDSS galaxies (Simard et al. 2011; Mendel et al. 2014); a Beta distribution around a logistic
-  mean in log M*.
+  mean in log M*. ``bulge_fraction_model: uniform`` draws it flat instead (the uniform priors of
+  GaMPEN's simulations, Ghosh et al. 2021); ``single_component_fraction`` makes that share of the
+  galaxies bulge-only or disk-only (half each; B/T exactly 1 or 0), 25 % in GaMPEN's training set.
 - Sizes: Shen et al. 2003, MNRAS 343, 978, eqs. 17-19: early-type R50 = 2.88e-6 M^0.56 kpc for the
   bulge (at the bulge's mass); late-type R50 = 0.10 M^0.14 (1 + M/3.98e10)^0.25 kpc for the disk
   (at the disk's mass); log-normal scatter sigma_lnR = s2 + (s1 - s2) / (1 + (M/M0)^2).
@@ -73,6 +75,7 @@ class PopulationConfig:
     bulge_fraction_max: float = 1.0
     metallicity_random_scatter_dex: float = 0.09
     ml_rel_err_min: float = 0.05
+    single_component_fraction: float = 0.0  # bulge-only or disk-only galaxies (half each); GaMPEN: 0.25
 
 
 def schechter_log_mass_pdf(log_m: np.ndarray) -> np.ndarray:
@@ -185,16 +188,24 @@ def _draw_batch(rng, m: int, bands, cfg: PopulationConfig, draw_z, draw_m) -> di
         kappa = 4.0
         f_b = rng.beta(mu * kappa, (1.0 - mu) * kappa)
     f_b = np.clip(f_b, max(cfg.bulge_fraction_min, 1e-3), min(cfg.bulge_fraction_max, 1.0 - 1e-3))
+    if cfg.single_component_fraction > 0:
+        # GaMPEN's training set (Ghosh et al. 2021, 2022): a quarter of the galaxies have a bulge
+        # only or a disk only (half each), the rest both; their B/T is then exactly 1 or 0.
+        single = rng.uniform(size=m) < cfg.single_component_fraction
+        bulge_only = rng.uniform(size=m) < 0.5
+        f_b = np.where(single, np.where(bulge_only, 1.0, 0.0), f_b)
     p["bulge_mass_fraction"] = f_b
     m_b, m_d = f_b * mass, (1.0 - f_b) * mass
+    # A missing component keeps a nominal size (>= 1 Msun in the size relations) and no light.
+    s_b, s_d = np.maximum(m_b, 1.0), np.maximum(m_d, 1.0)
 
     # Sizes (kpc): Shen et al. 2003 at each component's own mass, log-normal scatter.
     eps_b = rng.normal(size=m)
     eps_d = rng.normal(size=m)
-    p["bulge_hlr_kpc"] = np.clip(shen_size_early(m_b) * np.exp(shen_scatter_ln(m_b, 0.45, 0.27) * eps_b), 0.05, 30)
-    p["disk_hlr_kpc"] = np.clip(shen_size_late(m_d) * np.exp(shen_scatter_ln(m_d, 0.47, 0.34) * eps_d), 0.2, 50)
+    p["bulge_hlr_kpc"] = np.clip(shen_size_early(s_b) * np.exp(shen_scatter_ln(s_b, 0.45, 0.27) * eps_b), 0.05, 30)
+    p["disk_hlr_kpc"] = np.clip(shen_size_late(s_d) * np.exp(shen_scatter_ln(s_d, 0.47, 0.34) * eps_d), 0.2, 50)
     # Disk size offset from the median relation (dex): drives part of the metallicity scatter.
-    p["disk_size_residual_dex"] = np.log10(p["disk_hlr_kpc"] / shen_size_late(m_d))
+    p["disk_size_residual_dex"] = np.log10(p["disk_hlr_kpc"] / shen_size_late(s_d))
 
     # Orientation and shape.
     cos_i = rng.uniform(size=m)
@@ -265,36 +276,83 @@ def _sersic_b(n: np.ndarray) -> np.ndarray:
     return special.gammaincinv(2.0 * n, 0.5)
 
 
-def _enclosed_fraction(radius: np.ndarray, hlr: np.ndarray, n: np.ndarray, q: np.ndarray,
-                       n_theta: int = 48) -> np.ndarray:
-    """Fraction of an elliptical (area-preserving shear, axis ratio q) Sersic profile's flux
-    inside a circle of ``radius`` about its centre: (1/2pi) int P(R s)/s^2 dtheta with
-    s(theta)^2 = q cos^2 + sin^2 / q and P the circular enclosed fraction."""
-    theta = (np.arange(n_theta) + 0.5) * (0.5 * np.pi / n_theta)  # quarter period suffices
-    s2 = q[:, None] * np.cos(theta) ** 2 + np.sin(theta) ** 2 / q[:, None]
-    x = radius[:, None] * np.sqrt(s2) / hlr[:, None]
-    b = _sersic_b(n)[:, None]
-    frac = special.gammainc(2.0 * n[:, None], b * x ** (1.0 / n[:, None]))
-    return np.mean(frac / s2, axis=1)
+_N_THETA = 48  # midpoint rule over a quarter period: spectrally accurate for this smooth periodic integrand
+
+
+class _EllipticalSersic:
+    """Flux fraction of elliptical (area-preserving shear, axis ratio q) Sersic profiles inside
+    centred circles, and its derivative in the radius; ``(n,)`` profiles, ``(n, N_THETA)`` work.
+
+    E(R) = (1/2pi) int P(R s / hlr) / s^2 dtheta with s(theta)^2 = q cos^2 + sin^2 / q and
+    P(x) = gammainc(2n, b_n x^(1/n)) the circular enclosed fraction; dE/dR follows from the
+    gamma density. Everything that does not depend on R is computed once.
+    """
+
+    def __init__(self, hlr: np.ndarray, n: np.ndarray, q: np.ndarray):
+        theta = (np.arange(_N_THETA) + 0.5) * (0.5 * np.pi / _N_THETA)  # quarter period suffices
+        s2 = q[:, None] * np.cos(theta) ** 2 + np.sin(theta) ** 2 / q[:, None]
+        self.weight = 1.0 / (s2 * _N_THETA)                            # mean over theta of (.)/s^2
+        self.scale = np.sqrt(s2) / hlr[:, None]                        # x = R * scale
+        self.a = 2.0 * n[:, None]
+        self.inv_n = 1.0 / n[:, None]
+        self.b = _sersic_b(n)[:, None]
+        self.log_norm = special.gammaln(self.a)
+
+    def subset(self, rows: np.ndarray) -> "_EllipticalSersic":
+        """The same computation for the profiles ``rows`` only."""
+        out = object.__new__(_EllipticalSersic)
+        out.__dict__.update({k: v[rows] for k, v in self.__dict__.items()})
+        return out
+
+    def __call__(self, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(E(R), dE/dR)`` at ``radius`` (``(n,)``, > 0)."""
+        r = radius[:, None]
+        u = self.b * (r * self.scale) ** self.inv_n
+        frac = special.gammainc(self.a, u)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            slope = np.exp((self.a - 1.0) * np.log(u) - u - self.log_norm) * u * self.inv_n / r
+        slope = np.where(np.isfinite(slope), slope, 0.0)
+        return np.sum(frac * self.weight, axis=1), np.sum(slope * self.weight, axis=1)
+
+
+def _enclosed_fraction(radius: np.ndarray, hlr: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Fraction of an elliptical Sersic profile's flux inside a centred circle of ``radius``."""
+    return _EllipticalSersic(hlr, n, q)(radius)[0]
 
 
 def half_light_radius(flux_bulge: np.ndarray, hlr_bulge: np.ndarray, n_bulge: np.ndarray, q_bulge: np.ndarray,
                       flux_disk: np.ndarray, hlr_disk: np.ndarray, q_disk: np.ndarray,
-                      iterations: int = 40) -> np.ndarray:
+                      rtol: float = 1e-13, max_iterations: int = 200) -> np.ndarray:
     """Radius (same unit as the inputs) of the centred circle holding half the total light of
     a concentric elliptical Sersic bulge + exponential disk, before PSF. Position angles do not
-    enter: a circle is rotation invariant. Vectorised bisection, ``(n,)`` in and out."""
+    enter: a circle is rotation invariant. ``(n,)`` in and out.
+
+    Solved to ``rtol`` (relative) by Newton's method on the exact enclosed flux, kept inside a
+    bracket that every step narrows (a step leaving it bisects instead), so it always converges;
+    about 6 evaluations instead of the 40 of plain bisection.
+    """
     arrays = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
                                    (flux_bulge, hlr_bulge, n_bulge, q_bulge, flux_disk, hlr_disk, q_disk)))
     fb, hb, nb, qb, fd, hd, qd = (a.ravel() for a in arrays)
-    total = fb + fd
-    lo = np.zeros_like(total)
+    bulge, disk = _EllipticalSersic(hb, nb, qb), _EllipticalSersic(hd, np.ones_like(hd), qd)
+    half = 0.5 * (fb + fd)
+    lo = np.zeros_like(half)
     hi = 10.0 * np.maximum(hb / np.sqrt(qb), hd / np.sqrt(qd))
-    ones = np.ones_like(total)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        enc = fb * _enclosed_fraction(mid, hb, nb, qb) + fd * _enclosed_fraction(mid, hd, ones, qd)
-        above = enc >= 0.5 * total
-        hi = np.where(above, mid, hi)
-        lo = np.where(above, lo, mid)
-    return (0.5 * (lo + hi)).reshape(arrays[0].shape)
+    radius = np.clip((fb * hb + fd * hd) / (fb + fd), 1e-3 * hi, 0.5 * hi)
+    todo = np.arange(len(half))
+    for _ in range(max_iterations):
+        if not todo.size:
+            break
+        r = radius[todo]
+        (eb, sb), (ed, sd) = bulge.subset(todo)(r), disk.subset(todo)(r)
+        excess = fb[todo] * eb + fd[todo] * ed - half[todo]
+        above = excess >= 0
+        hi[todo] = np.where(above, r, hi[todo])
+        lo[todo] = np.where(above, lo[todo], r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = r - excess / (fb[todo] * sb + fd[todo] * sd)
+        inside = np.isfinite(step) & (step > lo[todo]) & (step < hi[todo])
+        new = np.where(inside, step, 0.5 * (lo[todo] + hi[todo]))
+        radius[todo] = new
+        todo = todo[np.abs(new - r) > rtol * new]
+    return radius.reshape(arrays[0].shape)

@@ -233,3 +233,75 @@ def test_large_set_checks_images_on_access(tmp_path, monkeypatch):
         gs.read_image("image", 3)
     with pytest.raises(DataFormatError, match="images/image"):
         gs.images("image", indices=[1, 3])
+
+
+def test_images_reads_any_order_repeats_and_shard_crossings(tmp_path):
+    images, _, _ = write_set(tmp_path / "s")  # 23 objects in shards of 10
+    gs = open_galaxy_set(tmp_path / "s")
+    idx = [12, 3, 9, 10, 11, 3, 22, 0, 19, 20]
+    np.testing.assert_array_equal(gs.images("image", indices=idx), images["image"][idx])
+    np.testing.assert_array_equal(gs.images("vmap", indices=range(23)), images["vmap"])
+    assert gs.images("image", indices=[]).shape == (0, 2, 12, 12)
+    with pytest.raises(IndexError):
+        gs.images("image", indices=[23])
+
+
+def test_torch_dataset_in_memory_and_lazy_give_the_same_batches(tmp_path):
+    write_set(tmp_path / "s", n=40)
+    gs = open_galaxy_set(tmp_path / "s")
+    held = gs.torch_dataset("train", targets=["log_mstar"])
+    lazy = gs.torch_dataset("train", targets=["log_mstar"], max_memory_gb=0)
+    forced = gs.torch_dataset("train", targets=["log_mstar"], in_memory=True, max_memory_gb=0)
+    assert held.held_in_memory and forced.held_in_memory and not lazy.held_in_memory
+    assert held.image_bytes == len(held) * 4 * (2 * 12 * 12 + 2 * 5 * 5)
+
+    def batches(ds, workers):
+        loader = torch.utils.data.DataLoader(ds, batch_size=5, shuffle=True, num_workers=workers,
+                                             generator=torch.Generator().manual_seed(3),
+                                             multiprocessing_context=mp.get_context("fork") if workers else None)
+        return [b for b in loader]
+
+    ref = batches(lazy, 0)
+    for ds, workers in ((held, 0), (held, 2), (forced, 0)):
+        for a, b in zip(ref, batches(ds, workers), strict=True):
+            assert torch.equal(a["id"], b["id"]) and torch.equal(a["index"], b["index"])
+            assert torch.equal(a["target"], b["target"])
+            for name in ("image", "vmap"):
+                assert torch.equal(a["inputs"][name], b["inputs"][name])
+    assert torch.equal(held[-1]["inputs"]["image"], lazy[len(lazy) - 1]["inputs"]["image"])
+    with pytest.raises(IndexError):
+        held[len(held)]
+    with pytest.raises(Sim2obsValueError, match="in_memory"):
+        gs.torch_dataset("train", in_memory="yes")
+
+
+def test_in_place_transforms_do_not_change_held_images(tmp_path):
+    write_set(tmp_path / "s")
+    gs = open_galaxy_set(tmp_path / "s")
+
+    def zero_in_place(inputs):
+        for t in inputs.values():
+            t.zero_()
+        return inputs
+
+    ds = gs.torch_dataset("train", transform=zero_in_place)
+    assert ds.held_in_memory
+    assert float(ds[0]["inputs"]["image"].abs().sum()) == 0
+    ds.__getitems__([0, 1])
+    clean = gs.torch_dataset("train")
+    np.testing.assert_array_equal(clean[0]["inputs"]["image"].numpy(), gs.images("image", "train")[0])
+    assert float(ds._images["image"].abs().sum()) > 0
+
+
+def test_dataset_checks_the_images_it_serves(tmp_path, monkeypatch):
+    from sim2obs.models.engine import galaxy_set_dataset
+
+    _, _, codes = write_set(tmp_path / "s")
+    bad = int(np.flatnonzero(codes[:10] == 0)[0])  # a training object in shard 0
+    _damage(tmp_path / "s", 0, lambda f: f["images/image"].__setitem__((bad, 0, 0, 0), np.inf))
+    with pytest.raises(DataFormatError, match=f"object {bad}"):
+        galaxy_set_dataset(tmp_path / "s", "train")  # held in memory: checked when read
+    lazy = galaxy_set_dataset(tmp_path / "s", "train", max_memory_gb=0)
+    with pytest.raises(DataFormatError, match=f"object {bad}"):
+        lazy.__getitems__(list(range(len(lazy))))
+    galaxy_set_dataset(tmp_path / "s", "test", in_memory=True)  # the damage is not in this split

@@ -14,7 +14,7 @@ from sim2obs import open_galaxy_set
 from sim2obs.errors import ConfigError
 from sim2obs.galaxyset import MANIFEST_NAME
 from sim2obs.simgen.galsim_bulge_disk import (coerce_config, draw_parameters, galaxy_profile, generate,
-                                             psf_profile)
+                                             psf_profile, render_object)
 from sim2obs.provenance import file_sha256
 from sim2obs.simgen.population import (PopulationConfig, draw_population, half_light_radius,
                                        mass_metallicity)
@@ -198,3 +198,76 @@ def test_resume_after_kill_gives_identical_set(tmp_path, cli_env):
     assert [file_sha256(p) for p in sorted(full.glob("part-*.h5"))] == \
            [file_sha256(p) for p in sorted(killed.glob("part-*.h5"))]
     assert not list(killed.glob("*.tmp"))
+
+
+def test_rendering_runs_galsim_on_one_openmp_thread(monkeypatch):
+    """GalSim splits noise draws over OpenMP threads; rendering pins it to one thread, so the
+    synchronous run in a many-threaded process and single-threaded Dask workers run the same code,
+    and leaves the process's setting as it was."""
+    cfg = coerce_config(tiny_config(n=2))
+    row = {k: v[0] for k, v in draw_parameters(cfg).items()}
+    seen = []
+    add_noise = galsim.Image.addNoise
+    monkeypatch.setattr(galsim.Image, "addNoise", lambda self, noise: (seen.append(galsim.get_omp_threads()),
+                                                                        add_noise(self, noise))[1])
+    before = galsim.get_omp_threads()
+    galsim.set_omp_threads(2)
+    try:
+        threaded = galsim.get_omp_threads()
+        images, _ = render_object(cfg, row, 0)
+        assert galsim.get_omp_threads() == threaded  # restored
+    finally:
+        galsim.set_omp_threads(before)
+    assert seen == [1, 1, 1]
+    galsim.set_omp_threads(1)
+    try:
+        again, _ = render_object(cfg, row, 0)
+    finally:
+        galsim.set_omp_threads(before)
+    np.testing.assert_array_equal(images, again)
+
+
+def test_half_light_radius_encloses_half_the_light():
+    """Newton on the exact enclosed flux: the circle holds half the light to ~1e-12 for bulge +
+    disk mixes from pure disk to pure bulge, round to edge-on."""
+    from sim2obs.simgen.population import _enclosed_fraction
+
+    rng = np.random.default_rng(3)
+    m = 300
+    fb = rng.uniform(0, 1, m) * (rng.uniform(size=m) > 0.1)
+    fd = 1 - fb
+    hb, hd = rng.lognormal(0, 1, m), rng.lognormal(0.5, 1, m)
+    nb, qb, qd = rng.choice([0.5, 1.0, 3.0, 4.0, 6.0], m), rng.uniform(0.5, 1, m), rng.uniform(0.15, 1, m)
+    r = half_light_radius(fb, hb, nb, qb, fd, hd, qd)
+    enclosed = fb * _enclosed_fraction(r, hb, nb, qb) + fd * _enclosed_fraction(r, hd, np.ones(m), qd)
+    np.testing.assert_allclose(enclosed, 0.5, rtol=0, atol=1e-12)
+    assert np.all(r > 0) and np.all(np.isfinite(r))
+
+
+def test_image_compression_changes_files_not_content(tmp_path):
+    """Stamps are stored raw by default; gzip on request gives other files with the same data."""
+    import h5py
+
+    raw = generate(tiny_config(n=6, shard_size=6), tmp_path / "raw", cluster=SYNC, progress=False)
+    gz = generate(tiny_config(n=6, shard_size=6, image_compression=4), tmp_path / "gz", cluster=SYNC,
+                  progress=False)
+    with h5py.File(raw / "part-00000.h5") as a, h5py.File(gz / "part-00000.h5") as b:
+        assert a["images/image"].compression is None and b["images/image"].compression == "gzip"
+    assert file_sha256(raw / "part-00000.h5") != file_sha256(gz / "part-00000.h5")
+    assert open_galaxy_set(raw).content_hash == open_galaxy_set(gz).content_hash
+    open_galaxy_set(gz, check="full").verify()
+    with pytest.raises(ConfigError, match="simgen.image_compression"):
+        coerce_config(tiny_config(image_compression=12))
+
+
+def test_a_single_shard_is_drawn_without_starting_dask(tmp_path, monkeypatch):
+    """Starting and stopping worker processes costs seconds: one shard runs in this process."""
+    import dask.distributed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a LocalCluster was started for a single shard")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", refuse)
+    out = generate(tiny_config(n=4, shard_size=8), tmp_path / "one", cluster={"kind": "local", "n_workers": 2},
+                   progress=False)
+    assert open_galaxy_set(out).n == 4

@@ -287,6 +287,39 @@ def test_dataloader_workers_draw_distinct_reproducible_numpy_streams(tmp_path):
     assert not set(a) & set(c)
 
 
+class WorkerPid(NumpyNoise):
+    """Images filled with the pid of the process that made them."""
+
+    def __getitem__(self, i):
+        import os
+
+        return {"inputs": {"image": torch.full((1, 8, 8), float(os.getpid()))}, "target": torch.zeros(2),
+                "id": i, "index": i}
+
+
+def test_training_workers_persist_across_epochs(tmp_path):
+    model, _ = fit(tmp_path, quick(num_workers=2, batch_size=2, epochs=3, restore_best=False),
+                   model=ItemRecorder(), train=WorkerPid(), val=tiny_dataset(4))
+    assert len(model.values) == 48 and len(set(model.values)) == 2  # the same two workers all three epochs
+
+
+def test_persistent_workers_resume_to_the_same_draws(tmp_path):
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(record, model):
+        if record["epoch"] == 1:
+            raise Killed
+
+    cfg = quick(num_workers=2, batch_size=2, epochs=2, restore_best=False)
+    full, _ = fit(tmp_path, cfg, model=ItemRecorder(), train=NumpyNoise(), val=tiny_dataset(4), name="full")
+    with pytest.raises(Killed):
+        fit(tmp_path, cfg, model=ItemRecorder(), train=NumpyNoise(), val=tiny_dataset(4), name="cut",
+            callbacks=[kill_after_first])
+    resumed, _ = fit(tmp_path, cfg, model=ItemRecorder(), train=NumpyNoise(), val=tiny_dataset(4), name="cut")
+    assert len(full.values) == 32 and resumed.values == full.values[16:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Precision, memory format, calling convention
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +408,23 @@ def test_galaxy_set_through_the_engine(tmp_path, tiny_galsim_set):
     assert preds["predictions"].shape == (len(val), 1)
     assert math.isfinite(result.history[0]["val_loss"])
 
+
+
+def test_held_galaxy_sets_are_served_in_process_and_lazy_ones_by_workers(tmp_path, tiny_galsim_set):
+    seen = []
+
+    class Spy(Trainer):
+        def _loader(self, rt, dataset, sampler, batch_size, drop_last, generator, workers):
+            loader = super()._loader(rt, dataset, sampler, batch_size, drop_last, generator, workers)
+            seen.append((getattr(dataset, "held_in_memory", None), workers, loader.persistent_workers))
+            return loader
+
+    held = galaxy_set_dataset(tiny_galsim_set, "train", targets=["log_mstar"])
+    lazy = galaxy_set_dataset(tiny_galsim_set, "val", targets=["log_mstar"], in_memory=False)
+    torch.manual_seed(0)
+    Spy(quick(epochs=1, batch_size=8, num_workers=2)).fit(TinyNet(in_channels=3, n_targets=1), held, lazy, tmp_path)
+    assert seen[0] == (True, 0, False)  # rows of arrays in memory: workers would only copy batches
+    assert seen[1] == (False, 2, True)  # read from the shards: persistent workers overlap the reads
 
 # ---------------------------------------------------------------------------------------------
 # Configuration

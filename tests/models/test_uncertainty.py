@@ -205,3 +205,103 @@ def test_chunking_does_not_change_the_sample_count():
     for chunk in (1, 3, 5, 11, 10_000):
         assert sample_posterior(model, x, n=7, chunk=chunk).shape == (7, 5, 2)
     assert math.isfinite(float(sample_posterior(model, x, n=2).sum()))
+
+
+# ----------------------------------------------------------------------------- precision, seeds, trunks
+def _quick_gampen():
+    torch.manual_seed(0)
+    return gampen(num_outputs=3, conv_channels=(16, 32, 48, 48, 32), dense=(128, 128), stn_channels=(4, 8)).eval()
+
+
+def test_sampling_runs_at_the_engine_precision():
+    from sim2obs.models.engine import resolve_precision
+
+    model = _mc_gamornet()
+    seen = []
+    model.output[-1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.randn(2, 1, 57, 57)
+    auto = sample_posterior(model, x, n=4)
+    forced = sample_posterior(model, x, n=4, precision="fp32")
+    expected = torch.bfloat16 if resolve_precision(torch.device("cpu"))[0] == "bf16" else torch.float32
+    assert seen == [expected, torch.float32]
+    assert auto.dtype == forced.dtype == torch.float32  # samples come back in float32 either way
+    with pytest.raises(Sim2obsValueError, match="precision"):
+        sample_posterior(model, x, n=4, precision="int8")
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_same_seed_gives_the_same_samples(precision):
+    model, x = _quick_gampen(), torch.randn(3, 1, 64, 64)
+    draws = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        draws.append(sample_posterior(model, x, n=50, chunk=40, precision=precision))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
+def test_bf16_changes_the_posterior_far_below_its_width():
+    """Same seed -> the same dropout masks, so the fp32 / bf16 difference is the precision alone."""
+    model, x = _quick_gampen(), torch.randn(4, 1, 64, 64)
+    torch.manual_seed(1)
+    ref = sample_posterior(model, x, n=400, chunk=800, precision="fp32")
+    torch.manual_seed(1)
+    low = sample_posterior(model, x, n=400, chunk=800, precision="bf16")
+    sigma = ref.std(0)
+    assert bool((sigma > 0).all())
+    assert float(((low.mean(0) - ref.mean(0)).abs() / sigma).max()) < 0.1
+    assert float((low.std(0) / sigma - 1).abs().max()) < 0.05
+    assert float(((low - ref).abs() / sigma).median()) < 0.1  # masks were shared: per-draw changes small
+
+
+def test_masks_are_independent_per_sample_and_per_galaxy():
+    """The same galaxy repeated in the batch gets its own draws, and no two samples coincide."""
+    model = _quick_gampen()
+    x = torch.randn(1, 1, 64, 64).repeat(3, 1, 1, 1)
+    samples = sample_posterior(model, x, n=200, chunk=64, precision="fp32")  # bf16 outputs can tie
+    flat = samples[..., 0].reshape(-1)
+    assert len(torch.unique(flat)) == flat.numel()
+    c = torch.corrcoef(samples[..., 0].T)  # (3, 3) across galaxies: independent -> ~0 off-diagonal
+    assert float((c - torch.eye(3)).abs().max()) < 0.3
+
+
+class _Scale(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def test_plain_sequential_trunk_is_found_and_runs_once():
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+    model = nn.Sequential(trunk, nn.Sequential(nn.Dropout(0.3), nn.Linear(4 * 6 * 6, 2)), _Scale()).eval()
+    calls = []
+    model[0][0].register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(3, 1, 8, 8)
+    n = 300
+    fast = sample_posterior(model, x, n=n, chunk=64, precision="fp32")
+    assert len(calls) == 1
+    loop = sample_posterior_loop(model, x, n=n)
+    spread = torch.sqrt((fast.var(0) + loop.var(0)) / n)
+    assert bool(((fast.mean(0) - loop.mean(0)).abs() < 5 * spread).all())
+    ratio = fast.std(0) / loop.std(0)
+    assert bool(((ratio > 0.75) & (ratio < 1.33)).all())
+
+
+def test_trunk_detection_is_structural_and_safe():
+    from sim2obs.models.uncertainty import trunk_and_head
+
+    drop_first = nn.Sequential(nn.Dropout(0.2), nn.Linear(3, 2))
+    assert trunk_and_head(drop_first)[0] is None
+
+    class Reversed(nn.Sequential):  # a subclass may call its children in any order
+        def forward(self, x):
+            return self[0](self[1](x))
+
+    odd = Reversed(nn.Linear(3, 3), nn.Dropout(0.2))
+    assert trunk_and_head(odd) == (None, odd)
+    plain = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.0), nn.Linear(3, 3), nn.Dropout(0.2), nn.Linear(3, 1))
+    trunk, head = trunk_and_head(plain)
+    assert len(trunk) == 3 and isinstance(head[0], nn.Dropout) and head[0].p == 0.2
+    assert trunk_and_head(plain, use_trunk=False) == (None, plain)
+    x = torch.randn(5, 3)
+    plain.eval()
+    assert torch.equal(head(trunk(x)), plain(x))
