@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import platform
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -70,20 +70,25 @@ class RunInfo:
     seed: int | None = None
     train_seconds: float | None = None
     submitter: str = ""
+    #: The method's output does not depend on its seed (ranked without three seeds).
+    deterministic: bool = False
 
 
 class Leaderboard:
     """A board at an SQLAlchemy ``url`` (default: SQLite in ``results_dir``) with stored
-    predictions under ``store_dir`` (default: beside the SQLite file)."""
+    predictions under ``store_dir`` (default: ``$SIM2OBS_LEADERBOARD_STORE``, else beside the
+    SQLite file; a PostgreSQL board needs one every submitter can read)."""
 
     def __init__(self, url: str | None = None, results_dir: str | os.PathLike | None = None,
                  store_dir: str | os.PathLike | None = None):
         results_dir = Path(results_dir or os.environ.get("SIM2OBS_RESULTS", "sim2obs_results"))
         self.url = url or default_url(results_dir)
+        store_dir = store_dir or os.environ.get("SIM2OBS_LEADERBOARD_STORE") or None
         if store_dir is None:
             if not self.url.startswith("sqlite"):
-                raise Sim2obsValueError("a shared (non-SQLite) board needs store_dir: a folder every "
-                                        "submitter can read for the stored predictions", value=self.url)
+                raise Sim2obsValueError("a shared (non-SQLite) board needs store_dir (--store-dir, or "
+                                        "$SIM2OBS_LEADERBOARD_STORE): a folder every submitter can read for the "
+                                        "stored predictions", value=self.url)
             db_file = self.url.split("///", 1)[1] if "///" in self.url else str(results_dir / DEFAULT_DB_NAME)
             store_dir = Path(db_file).parent / "leaderboard_store"
         self.store_dir = Path(store_dir)
@@ -97,15 +102,19 @@ class Leaderboard:
         return dest
 
     def record(self, task: Task, predictions_file: str | os.PathLike, info: RunInfo, split: str | None = None,
-               source: str = "submission", eval_seconds: float | None = None) -> Run:
+               source: str = "submission", eval_seconds: float | None = None, verify_data: bool = False) -> Run:
         """Validate ``predictions_file`` (HDF5 or CSV) against ``task``'s ``split``, recompute
         every metric, store a copy and record the run in one transaction. The same predictions
-        (same file hash, task, split and data) return the existing record."""
+        (same file hash, task, split and data) return the existing record. The split's labels
+        are checked against the set's manifest each time (:meth:`Task.evaluate`);
+        ``verify_data`` first checks the whole set (every shard and the content hash)."""
         from sim2obs.leaderboard.submission import read_predictions
 
         split = split or task.config.eval_split
         path = Path(predictions_file)
         t0 = time.perf_counter()
+        if verify_data:
+            task.galaxy_set.verify()
         predictions = read_predictions(path, task)
         metrics = task.evaluate(predictions, split)  # refuses anything that does not match the split
         eval_seconds = eval_seconds if eval_seconds is not None else time.perf_counter() - t0
@@ -114,18 +123,24 @@ class Leaderboard:
         if existing is not None:
             return existing
         if path.suffix.lower() == ".csv":  # store the canonical HDF5 form, hash that
-            canonical = self.store_dir / "incoming" / f"{sha}.h5"
-            predictions.save(canonical, task=task.name, split=split)
-            stored_sha = file_sha256(canonical)
-            stored = self._store(canonical, stored_sha)
-            canonical.unlink()
+            # a name of this process's own: concurrent submitters of one file must not share it
+            canonical = self.store_dir / "incoming" / f"{sha}.{os.getpid()}.{uuid.uuid4().hex}.h5"
+            try:
+                predictions.save(canonical, task=task.name, split=split)
+                stored_sha = file_sha256(canonical)
+                stored = self._store(canonical, stored_sha)
+            finally:
+                canonical.unlink(missing_ok=True)
         else:
             stored_sha, stored = sha, self._store(path, sha)
         config = dict(info.config)
+        if info.deterministic:
+            config["deterministic"] = True
         import sim2obs
 
         run = Run(created_at=utcnow(), submitter=info.submitter or _user(), task=task.name,
-                  task_version=task.metadata.version, split=split, data_name=task.galaxy_set.name,
+                  task_version=task.metadata.version, split=split, n_objects=len(predictions.ids),
+                  data_name=task.galaxy_set.name,
                   data_content_hash=task.galaxy_set.content_hash, data_kind=data_kind(task),
                   model_name=info.model_name, model_version=info.model_version, model_target=info.model_target,
                   n_parameters=info.n_parameters, config_hash=config_hash(config), config=config, seed=info.seed,
@@ -156,7 +171,7 @@ class Leaderboard:
             run_info = RunInfo(model_name=row["method"], model_target=info.get("_target_"),
                                model_version=info.get("version"), n_parameters=info.get("n_parameters"),
                                config=config, seed=seed, train_seconds=info.get("train_seconds", row.get("wall_seconds")),
-                               submitter=submitter)
+                               submitter=submitter, deterministic=bool(row.get("deterministic", False)))
             out.append(self.record(task, Path(out_dir) / row["method"] / row["predictions"], run_info,
                                    split=row["split"], source="benchmark"))
         return out
@@ -181,9 +196,11 @@ class Leaderboard:
 
     def verify(self, run: Run, task: Task | None = None) -> dict[str, Any]:
         """Check a record: the stored file's hash equals the recorded one (tamper detection)
-        and, given the task, the metrics equal a fresh recomputation. Returns
-        ``{"hash_ok", "metrics_ok", "recomputed"}``; a changed file raises
-        :class:`DataFormatError` naming it."""
+        and, given the task, every stored number (each metric, ``main_score``, ``main_value``,
+        ``n_objects``) equals a fresh recomputation. Returns ``{"hash_ok", "metrics_ok",
+        "recomputed", "mismatches"}`` (``metrics_ok`` is None when no task was given: nothing was
+        recomputed; :func:`sim2obs.leaderboard.verify.verify_board` rebuilds the task and treats
+        that as a failure); a missing or changed file raises :class:`DataFormatError` naming it."""
         path = Path(run.predictions_path)
         if not path.exists():
             raise DataFormatError(path, None, f"stored predictions of run {run.id} are missing")
@@ -192,13 +209,15 @@ class Leaderboard:
         if got != want:
             raise DataFormatError(path, "sha256", f"stored predictions of run {run.id} were changed after "
                                   f"recording (sha256 {got[:12]}…, recorded {want[:12]}…)")
-        out: dict[str, Any] = {"hash_ok": True, "metrics_ok": None, "recomputed": None}
+        out: dict[str, Any] = {"hash_ok": True, "metrics_ok": None, "recomputed": None, "mismatches": None}
         if task is not None:
-            recomputed = task.evaluate(Predictions.load(path), run.split)
-            stored = run.metric_dict()
+            from sim2obs.leaderboard.verify import compare_numbers
+
+            predictions = Predictions.load(path)
+            recomputed = task.evaluate(predictions, run.split)
             out["recomputed"] = recomputed
-            out["metrics_ok"] = set(recomputed) == set(stored) and all(
-                np.isclose(recomputed[k], stored[k], rtol=1e-9, atol=1e-12) for k in stored)
+            out["mismatches"] = compare_numbers(run, task, recomputed, predictions)
+            out["metrics_ok"] = not out["mismatches"]
         return out
 
 

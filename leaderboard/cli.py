@@ -10,7 +10,7 @@ from pathlib import Path
 def _board(ns):
     from sim2obs.leaderboard import Leaderboard
 
-    return Leaderboard(url=ns.url, results_dir=ns.results_dir)
+    return Leaderboard(url=ns.url, results_dir=ns.results_dir, store_dir=ns.store_dir)
 
 
 def _metric_keys(task_name: str, runs) -> list[str]:
@@ -21,8 +21,15 @@ def _metric_keys(task_name: str, runs) -> list[str]:
     return sorted({k for r in runs for k in r.metric_dict()})
 
 
+def _metadata(task_name: str):
+    from sim2obs.tasks import TASKS
+
+    return TASKS.get(task_name).metadata if task_name in TASKS else None
+
+
 def cmd_show(ns) -> None:
     from sim2obs.leaderboard import aggregate, rank, to_csv, to_markdown, to_text
+    from sim2obs.leaderboard.ranking import reference_entries
 
     board = _board(ns)
     names = [ns.task] if ns.task else board.tasks()
@@ -36,7 +43,7 @@ def cmd_show(ns) -> None:
     render = {"text": to_text, "markdown": to_markdown, "csv": to_csv}[ns.format]
     for name in names:
         runs = board.runs(name)
-        entries = rank(aggregate(runs))
+        entries = rank(aggregate(runs) + reference_entries(_metadata(name)))
         text = render(entries, _metric_keys(name, runs))
         if ns.format == "csv":
             print(text, end="")
@@ -53,16 +60,36 @@ def cmd_submit(ns) -> None:
     config = load_task_config(ns.task, ns.preset, overrides)
     task = build_task(ns.task, config, data_dir=ns.data_dir, progress=False)
     board = _board(ns)
+    submitted = {"file": Path(ns.predictions).name, "parameters": _parameters(ns.param),
+                 "code_url": ns.code_url, "notes": ns.notes}
     info = RunInfo(model_name=ns.model_name, model_target=ns.model_target, model_version=ns.model_version,
                    n_parameters=ns.n_parameters, seed=ns.seed, train_seconds=ns.train_seconds,
-                   submitter=ns.submitter or "",
+                   submitter=ns.submitter or "", deterministic=ns.deterministic,
                    config={"preset": ns.preset, "overrides": overrides, "task_config": config,
                            "model": {"name": ns.model_name, "_target_": ns.model_target, "version": ns.model_version},
-                           "seed": ns.seed})
+                           "submitted": submitted, "seed": ns.seed})
     before = {r.id for r in board.runs(ns.task)}
-    run = board.record(task, ns.predictions, info, split=ns.split, source="submission")
+    run = board.record(task, ns.predictions, info, split=ns.split, source="submission", verify_data=ns.verify_data)
     state = "already recorded as" if run.id in before else "recorded as"
     print(f"{ns.predictions}: {state} run #{run.id} ({run.task}/{run.split}, {run.main_score} = {run.main_value:.5g})")
+
+
+def _parameters(items) -> dict:
+    """``--param KEY=VALUE`` pairs (values parsed as JSON when they are, else kept as text)."""
+    import json
+
+    from sim2obs.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--param", "expected KEY=VALUE", value=item)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def cmd_page(ns) -> None:
@@ -75,25 +102,16 @@ def cmd_page(ns) -> None:
 
 
 def cmd_verify(ns) -> None:
-    from sim2obs.errors import Sim2obsError
-    from sim2obs.leaderboard.page import _default_factory
+    """Check every run; exit 1 unless every run's stored numbers were recomputed and agreed
+    (a run that could not be recomputed is a failure, not a pass)."""
+    from sim2obs.leaderboard.verify import verify_board
 
     board = _board(ns)
-    factory = _default_factory(ns.data_dir)
-    bad = 0
-    runs = board.runs(ns.task)
-    for run in runs:
-        try:
-            result = board.verify(run, factory(run))
-            ok = result["metrics_ok"]
-            print(f"run #{run.id} {run.task}/{run.model_name}: hash ok, metrics "
-                  f"{'recomputed ok' if ok else 'NOT recomputed (data absent)' if ok is None else 'DIFFER'}")
-            bad += ok is False
-        except Sim2obsError as exc:
-            bad += 1
-            print(f"run #{run.id} {run.task}/{run.model_name}: {exc}")
-    print(f"{len(runs) - bad}/{len(runs)} runs verified")
-    if bad:
+    checks = verify_board(board, data_dir=ns.data_dir, task=ns.task, hashes_only=ns.hashes_only)
+    failed = [c for c in checks if c.status == "TAMPERED"] if ns.hashes_only else [c for c in checks if not c.ok]
+    if failed:
+        print(f"verify failed for {len(failed)} run(s): " + ", ".join(f"#{c.run_id} ({c.status})" for c in failed),
+              file=sys.stderr)
         sys.exit(1)
 
 
@@ -102,6 +120,8 @@ def main(args: list[str]) -> None:
         "verified results: every number recomputed from stored predictions and held-out truth"))
     parser.add_argument("--url", default=None, help="SQLAlchemy URL (default: SQLite in the results folder)")
     parser.add_argument("--results-dir", default=os.environ.get("SIM2OBS_RESULTS", "sim2obs_results"))
+    parser.add_argument("--store-dir", default=None, help="stored predictions (default: $SIM2OBS_LEADERBOARD_STORE, "
+                        "else beside an SQLite board; a PostgreSQL board needs a folder every submitter reads)")
     parser.add_argument("--data-dir", default=os.environ.get("SIM2OBS_DATA", "sim2obs_data"))
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("show", help="ranked table per task")
@@ -120,9 +140,20 @@ def main(args: list[str]) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--train-seconds", type=float, default=None)
     p.add_argument("--submitter", default=None)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a setting of your model or training, shown on the run page (repeatable)")
+    p.add_argument("--code-url", default=None, help="where the code that made the predictions lives")
+    p.add_argument("--notes", default=None, help="free text shown on the run page")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the method does not depend on its seed: ranked without 3 seeds")
+    p.add_argument("--verify-data", action="store_true",
+                   help="check the whole data set (every shard, the content hash) before scoring")
     p = sub.add_parser("page", help="write the static HTML leaderboard")
     p.add_argument("--out", default=None, help="default: <results-dir>/leaderboard")
-    p = sub.add_parser("verify", help="check stored predictions' hashes and recompute metrics")
+    p = sub.add_parser("verify", help="check stored predictions' hashes and recompute every stored number; "
+                       "exits 1 if any run differs, was tampered with, or could not be recomputed")
     p.add_argument("--task", default=None)
+    p.add_argument("--hashes-only", action="store_true",
+                   help="only check that the stored prediction files are unchanged (no data needed)")
     ns = parser.parse_args(args)
     {"show": cmd_show, "submit": cmd_submit, "page": cmd_page, "verify": cmd_verify}[ns.action](ns)

@@ -46,6 +46,7 @@ class Run(Base):
     task: Mapped[str] = mapped_column(String(100), index=True)
     task_version: Mapped[str] = mapped_column(String(50))
     split: Mapped[str] = mapped_column(String(100))
+    n_objects: Mapped[int | None] = mapped_column(Integer, nullable=True)  # objects in the scored split
     data_name: Mapped[str] = mapped_column(String(200))
     data_content_hash: Mapped[str] = mapped_column(String(64))
     data_kind: Mapped[str] = mapped_column(String(10))  # "sim" | "real"
@@ -144,10 +145,13 @@ def _alembic_config(connection):
     return cfg
 
 
-def schema_revision(engine: Engine) -> str | None:
-    """The Alembic revision the database is at (None: empty database)."""
+def schema_revision(engine) -> str | None:
+    """The Alembic revision the database (an engine, or an open connection) is at (None: empty
+    database)."""
     from alembic.runtime.migration import MigrationContext
 
+    if not isinstance(engine, Engine):
+        return MigrationContext.configure(engine).get_current_revision()
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -158,15 +162,25 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
 
+#: Key of the PostgreSQL advisory lock that serialises schema upgrades of one database.
+PG_MIGRATION_LOCK_KEY = 0x73696D326F6273  # "sim2obs"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the migrations up to ``revision`` (idempotent; safe with concurrent processes on
-    one SQLite file)."""
+    """Apply the migrations up to ``revision`` (idempotent; safe with concurrent processes:
+    a lock file beside an SQLite file, a transaction-scoped ``pg_advisory_xact_lock`` on
+    PostgreSQL, taken before the revision is read, so one process migrates and the others
+    then find the schema at head)."""
     from alembic import command
 
+    if revision == "head" and schema_revision(engine) == head_revision():
+        return  # the common case: no lock needed
     with _migration_lock(_sqlite_path(str(engine.url))):
-        if revision == "head" and schema_revision(engine) == head_revision():
-            return
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK_KEY})")
+            if revision == "head" and schema_revision(conn) == head_revision():
+                return
             command.upgrade(_alembic_config(conn), revision)
 
 
@@ -176,6 +190,8 @@ def connect(url: str, create: bool = True) -> tuple[Engine, sessionmaker]:
     path = _sqlite_path(url)
     if path is not None and not path.exists() and not create:
         raise Sim2obsValueError("no leaderboard database at this path", value=str(path))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True)
     if engine.url.get_backend_name() == "sqlite":
         _configure_sqlite(engine)

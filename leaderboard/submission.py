@@ -9,6 +9,7 @@ and where (file, column, row).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -30,10 +31,44 @@ def read_predictions(path: str | os.PathLike, task: Task) -> Predictions:
         raise DataFormatError(path, None, "no such predictions file")
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
+        check_hdf5(path)
         return Predictions.load(path)
     if suffix == ".csv":
         return read_csv(path, task.targets)
     raise DataFormatError(path, None, "predictions must be an HDF5 (.h5) or CSV (.csv) file")
+
+
+def check_hdf5(path: Path) -> None:
+    """Refuse, naming the field, an HDF5 predictions file whose ``targets`` attribute is not a
+    JSON list of names, whose ``ids`` are not integers within int64, or whose ``predictions``,
+    ``sigma`` or ``samples`` are not numbers."""
+    import h5py
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataFormatError(path, None, f"not a readable HDF5 predictions file ({exc})") from None
+    with h5:
+        for key in ("ids", "predictions"):
+            if key not in h5 or not isinstance(h5[key], h5py.Dataset):
+                raise DataFormatError(path, key, "missing dataset")
+        raw = h5.attrs.get("targets")
+        if raw is None:
+            raise DataFormatError(path, "targets", "missing attribute (JSON list of target names)")
+        try:
+            targets = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFormatError(path, "targets", f"attribute is not JSON ({exc}): {str(raw)[:60]!r}") from None
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise DataFormatError(path, "targets", f"attribute must be a JSON list of names, got {str(raw)[:60]!r}")
+        ids = h5["ids"]
+        if ids.dtype.kind not in "iu":
+            raise DataFormatError(path, "ids", f"ids must be integers, got dtype {ids.dtype}")
+        if ids.dtype.kind == "u" and ids.size and int(ids[()].max()) > np.iinfo(np.int64).max:
+            raise DataFormatError(path, "ids", f"id {int(ids[()].max())} does not fit in int64")
+        for key in ("predictions", "sigma", "samples"):
+            if key in h5 and h5[key].dtype.kind not in "fiu":
+                raise DataFormatError(path, key, f"values must be numbers, got dtype {h5[key].dtype}")
 
 
 def read_csv(path: Path, targets: tuple[str, ...]) -> Predictions:
@@ -65,9 +100,7 @@ def read_csv(path: Path, targets: tuple[str, ...]) -> Predictions:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataFormatError(path, c, f"row {row + 2} (line {row + 2} of the file): {df[c].iloc[row]!r} is "
                                   "not a number")
-    ids = df["id"].to_numpy()
-    if df["id"].isna().any() or not np.all(np.equal(np.mod(ids, 1), 0)):
-        raise DataFormatError(path, "id", "ids must be integers")
+    ids = _csv_ids(path, df["id"])
     values = df[list(targets)].to_numpy(dtype=np.float64)
     sigma_cols = [f"{t}_sigma" for t in targets]
     present = [c in columns for c in sigma_cols]
@@ -84,7 +117,21 @@ def read_csv(path: Path, targets: tuple[str, ...]) -> Predictions:
             if sorted(samples[t]) != list(range(s)):
                 raise DataFormatError(path, f"{t}_sample_*", f"sample columns must be numbered 0..{s - 1}")
         arr = np.stack([df[[samples[t][k] for t in targets]].to_numpy(dtype=np.float64) for k in range(s)])
-    return Predictions(ids=ids.astype(np.int64), values=values, targets=targets, samples=arr, sigma=sigma)
+    return Predictions(ids=ids, values=values, targets=targets, samples=arr, sigma=sigma)
+
+
+def _csv_ids(path: Path, column) -> np.ndarray:
+    """The id column as int64, refusing non-integers and ids beyond int64 (naming the row)."""
+    limit = np.iinfo(np.int64).max
+    for row, v in enumerate(column.tolist()):
+        try:
+            ok = float(v) == int(float(v)) and abs(int(str(v).split(".")[0])) <= limit
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise DataFormatError(path, "id", f"row {row + 2} (line {row + 2} of the file): {v!r} is not an "
+                                  f"integer id within int64 (|id| <= {limit})")
+    return np.asarray([int(str(v).split(".")[0]) for v in column.tolist()], dtype=np.int64)
 
 
 def write_csv(predictions: Predictions, path: str | os.PathLike) -> Path:

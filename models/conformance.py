@@ -67,6 +67,37 @@ class TaskSpec:
     def output_width(self) -> int:
         return int(self.n_outputs if self.n_outputs is not None else self.n_targets)
 
+    @property
+    def input_channels(self) -> dict[str, int]:
+        """``{stack: C}`` of the network inputs."""
+        return {k: int(v[0]) for k, v in self.input_shapes.items()}
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network's one input (a task with several inputs: see ``input_channels``)."""
+        return int(self._single("in_channels")[0])
+
+    @property
+    def stamp(self) -> int:
+        """Side (px) of the network's one square input."""
+        c, h, w = self._single("stamp")
+        return int(h)
+
+    def _single(self, what: str) -> tuple[int, int, int]:
+        if len(self.input_shapes) != 1:
+            raise Sim2obsValueError(f"task_spec.{what} needs a task with one input; this one has "
+                                    f"{sorted(self.input_shapes)} (use input_channels)", value=sorted(self.input_shapes))
+        return tuple(next(iter(self.input_shapes.values())))
+
+    def values(self) -> dict[str, Any]:
+        """What ``${task_spec:KEY}`` in a task config can name: ``in_channels`` and ``stamp`` (one-input
+        tasks), ``input_channels`` (``{stack: C}``), ``n_outputs`` (= ``num_outputs``), ``n_targets``."""
+        out: dict[str, Any] = {"input_channels": self.input_channels, "n_outputs": self.output_width,
+                               "num_outputs": self.output_width, "n_targets": int(self.n_targets)}
+        if len(self.input_shapes) == 1:
+            out.update(in_channels=self.in_channels, stamp=self.stamp)
+        return out
+
 
 @dataclass
 class ConformanceReport:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sim2obs.errors import Sim2obsValueError
+from sim2obs.models.engine import resolve_precision
 
 __all__ = [
     "DiagonalGaussianNLL",
@@ -40,7 +41,10 @@ __all__ = [
     "mc_dropout_mode",
     "sample_posterior",
     "sample_posterior_loop",
+    "trunk_and_head",
 ]
+
+SAMPLING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 Reduction = Literal["mean", "sum", "none"]
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -273,35 +277,97 @@ def _require_dropout(model: nn.Module) -> None:
             f"{type(model).__name__} has no dropout with p > 0: MC-dropout samples would all be equal")
 
 
+def _sampling_setup(model: nn.Module, precision: str) -> tuple[torch.dtype | None, bool, str]:
+    """Autocast dtype (None: fp32), channels-last flag and device type for sampling ``model``.
+
+    ``precision`` "auto" defers to the training engine's decision
+    (:func:`sim2obs.models.engine.resolve_precision`: bf16 + channels-last where the device runs bf16
+    natively), so samples are drawn at the precision the network was trained and validated at."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise Sim2obsValueError("unknown sampling precision", value=precision, allowed=list(SAMPLING_PRECISIONS))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    resolved, channels_last = resolve_precision(device, precision)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved), channels_last, device.type
+
+
+def _channels_last(x: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Tensor]:
+    """4-D image tensors in channels-last memory format (mkldnn then runs the NHWC kernels)."""
+    if isinstance(x, Mapping):
+        return {key: _channels_last(value) for key, value in x.items()}
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _split_sequential(seq: nn.Sequential) -> tuple[nn.Module | None, nn.Module]:
+    """Split a plain ``nn.Sequential`` before its first child holding dropout (recursing into a plain
+    ``nn.Sequential`` child): everything before that point is deterministic in MC-dropout mode."""
+    children = list(seq)
+    for i, child in enumerate(children):
+        if not _dropout_modules(child):
+            continue
+        inner_trunk, inner_head = (_split_sequential(child) if type(child) is nn.Sequential  # noqa: E721
+                                   else (None, child))
+        trunk = children[:i] + ([inner_trunk] if inner_trunk is not None else [])
+        if not trunk:
+            return None, seq
+        return nn.Sequential(*trunk), nn.Sequential(inner_head, *children[i + 1:])
+    return None, seq
+
+
+def trunk_and_head(model: nn.Module, use_trunk: bool = True) -> tuple[Callable | None, Callable]:
+    """``(trunk, head)`` with ``head(trunk(x)) == model(x)`` and every dropout in ``head``.
+
+    The trunk is None when it cannot be separated. Declared by the model through
+    ``split_for_posterior()`` (returning ``(trunk, head)`` or None), or found structurally for a plain
+    ``nn.Sequential`` (exact type, so no overridden ``forward``): the children before the first one
+    holding dropout with ``p > 0``. Nothing else is guessed: any other model is sampled whole."""
+    if not use_trunk:
+        return None, model
+    split = getattr(model, "split_for_posterior", None)
+    if callable(split):
+        parts = split()
+        return (None, model) if parts is None else parts
+    if type(model) is nn.Sequential:  # noqa: E721 - a subclass may override forward
+        return _split_sequential(model)
+    return None, model
+
+
 def sample_posterior(model: nn.Module, x: Tensor | Mapping[str, Tensor], n: int, chunk: int = 2048,
-                     use_trunk: bool = True) -> Tensor:
-    """Draw ``n`` MC-dropout samples per galaxy: ``(n, B, num_outputs)``.
+                     use_trunk: bool = True, precision: str = "auto",
+                     draw: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Draw ``n`` MC-dropout samples per galaxy: ``(n, B, num_outputs)`` float32.
 
     Dropout is active, batch normalisation in eval mode (running statistics used, never updated); every
-    module's mode is restored afterwards. Runs without gradients.
+    module's mode is restored afterwards. Runs without gradients. ``torch.manual_seed(s)`` before the call
+    gives the same samples (same device, threads, ``chunk`` and ``precision``).
 
     Fast path: the batch is repeated so that one forward pass handles many samples; each pass handles at
     most ``chunk`` rows (samples x galaxies) to bound memory. Every row draws its own dropout masks, so
     the samples are distributed exactly as ``n`` separate passes (:func:`sample_posterior_loop`).
-    If the model defines ``split_for_posterior()`` returning ``(trunk, head)`` (dropout only in the head;
-    ``None`` when no deterministic trunk exists) and ``use_trunk``, the trunk runs once on ``x`` and only
-    the head sees the ``n`` copies. A model that defines its own ``sample_posterior(x, n)`` is asked
-    directly. ``x`` is a tensor ``(B, ...)`` or, for multi-input models, a dict of them.
+    When a deterministic trunk exists (:func:`trunk_and_head`: declared by ``split_for_posterior()`` or a
+    plain ``nn.Sequential``) and ``use_trunk``, the trunk runs once on ``x`` and only the head sees the
+    ``n`` copies. ``precision``: "auto" (the training engine's choice, bf16 autocast + channels-last
+    where bf16 is native), "fp32", "bf16" or "fp16". A model that defines its own
+    ``sample_posterior(x, n)`` is asked directly. ``x`` is a tensor ``(B, ...)`` or, for multi-input
+    models, a dict of them. ``draw``: applied to every pass's float32 outputs ``(rows, num_outputs)``
+    -> ``(rows, ...)`` (e.g. :class:`sim2obs.models.gaussian_head.GaussianDraw`, a draw from the
+    Gaussian the pass predicts); the result is then ``(n, B, ...)``.
     """
     _check_n(n)
     own = getattr(model, "sample_posterior", None)
     if callable(own):
-        return own(x, n)
+        out = own(x, n)
+        return out if draw is None else draw(out.float().flatten(0, 1)).unflatten(0, tuple(out.shape[:2]))
     _require_dropout(model)
     if chunk < 1:
         raise Sim2obsValueError("chunk must be positive", value=chunk)
+    dtype, channels_last, device_type = _sampling_setup(model, precision)
     batch = _batch_size(x)
-    with torch.no_grad(), mc_dropout_mode(model):
-        head: Callable = model
-        split = getattr(model, "split_for_posterior", None) if use_trunk else None
-        parts = split() if callable(split) else None
-        if parts is not None:
-            trunk, head = parts
+    autocast = torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    with torch.no_grad(), mc_dropout_mode(model), autocast:
+        trunk, head = trunk_and_head(model, use_trunk)
+        if channels_last:
+            x = _channels_last(x)
+        if trunk is not None:
             x = trunk(x)
         copies_per_pass = max(1, chunk // batch)
         samples: list[Tensor] = []
@@ -309,6 +375,10 @@ def sample_posterior(model: nn.Module, x: Tensor | Mapping[str, Tensor], n: int,
         while drawn < n:
             copies = min(copies_per_pass, n - drawn)
             out = head(_repeat(x, copies))
+            out = out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+            if draw is not None:
+                with torch.autocast(device_type, enabled=False):
+                    out = draw(out)
             samples.append(out.reshape(copies, batch, *out.shape[1:]))
             drawn += copies
     return torch.cat(samples, dim=0)

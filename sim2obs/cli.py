@@ -1,10 +1,12 @@
 """The ``sim2obs`` command line.
 
     sim2obs run [overrides]          the main job: every task's quick preset on generated data
-                                     (tasks=[metallicity] task/metallicity=paper ...)
+                                     (tasks=[metallicity] task/metallicity=paper ...; --help: every key)
+    sim2obs list                     tasks with their methods and presets, models, generators, data sets
     sim2obs generate [overrides]     write a simulated galaxy set (Hydra config: configs/generate.yaml)
     sim2obs data info PATH           describe a galaxy set
     sim2obs data validate PATH       full integrity check (images, checksums, content hash)
+    sim2obs data list|fetch|build|import   real survey sets and your own data (--help for each)
     sim2obs leaderboard show|submit|page|verify   verified results (--help for each)
 
 Hydra commands take overrides (``simgen.n=500``), ``--multirun`` sweeps and ``--help``.
@@ -60,17 +62,34 @@ def _task_preset(name: str) -> str:
         return "custom"
 
 
-def run_tasks(cfg, log: Callable[[str], None] = print) -> list[dict]:
+def _user_overrides() -> list[str]:
+    """The command line's overrides (under Hydra), for the replace rule of model and data nodes."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        return []
+
+
+def run_tasks(cfg, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run ``cfg.tasks`` with their configs ``cfg.task.<name>``; results go to
-    ``<paths.results_dir>/<task>/<preset>/``. Every task config is validated before any work."""
+    ``<paths.results_dir>/<task>/<preset>/seed-<seed>/``. Before any work every task config is
+    validated and every network is checked against its task
+    (:meth:`~sim2obs.tasks.base.Task.check_models`: an unimportable ``_target_``, a wrong output
+    shape, ... are refused). ``log``: progress lines (default: stderr, time-stamped, flushed)."""
     import json
 
     from omegaconf import OmegaConf
 
     from sim2obs.atomic import atomic_write
+    from sim2obs.config import replace_user_nodes
     from sim2obs.errors import ConfigError
     from sim2obs.parallel import validate_cluster_config
     from sim2obs.tasks import TASKS, results_table
+    from sim2obs.tasks.base import log_stderr
+
+    log = log or log_stderr
 
     names = list(cfg.tasks)
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
@@ -80,9 +99,14 @@ def run_tasks(cfg, log: Callable[[str], None] = print) -> list[dict]:
         TASKS.get(name)
         if name not in cfg.get("task", {}):
             raise ConfigError(f"task.{name}", f"no config: add task/{name}=quick (or paper)")
-        config = OmegaConf.to_container(cfg.task[name], resolve=True)
+        config = replace_user_nodes(OmegaConf.to_container(cfg.task[name], resolve=True), _user_overrides(),
+                                    f"task.{name}")
+        progress = cfg.get("progress", None)  # null: bars when stderr is a terminal
         tasks.append(TASKS.get(name)(config, data_dir=cfg.paths.data_dir, cluster=cluster,
-                                     progress=bool(cfg.get("progress", True))))
+                                     progress=None if progress is None else bool(progress)))
+    for task in tasks:  # every network against its task, before any data or baseline
+        for report in task.check_models():
+            log(f"[{task.name}] model check passed: {report.model} ({report.target})")
     results_dir = Path(cfg.paths.results_dir)
     board_cfg = cfg.get("leaderboard") or {}
     board = None
@@ -94,7 +118,7 @@ def run_tasks(cfg, log: Callable[[str], None] = print) -> list[dict]:
     for task in tasks:
         preset = _task_preset(task.name)
         log(f"[{task.name}] preset {preset}: {task.metadata.description}")
-        out = results_dir / task.name / preset
+        out = results_dir / task.name / preset / f"seed-{task.config.seed}"  # seeds never share a folder
         task_rows = task.run(out, log=log)
         if board is not None:
             for row, run in zip(task_rows, board.record_task_rows(task, task_rows, out)):
@@ -136,6 +160,9 @@ _HYDRA_COMMANDS: dict[str, Callable] = {"generate": _cmd_generate, "run": _cmd_r
 def _run_hydra(command: str, args: list[str]) -> None:
     import hydra
 
+    from sim2obs.config import register_resolvers
+
+    register_resolvers()
     sys.argv = [f"sim2obs-{command}", *args]  # Hydra parses sys.argv
     app = hydra.main(version_base="1.3", config_path="pkg://sim2obs.configs", config_name=command)(
         _HYDRA_COMMANDS[command])
@@ -145,10 +172,22 @@ def _run_hydra(command: str, args: list[str]) -> None:
 def _cmd_data(args: list[str]) -> None:
     from sim2obs.galaxyset import open_galaxy_set
 
-    parser = argparse.ArgumentParser(prog="sim2obs data", description="inspect and check galaxy sets")
+    if args and args[0] in ("list", "fetch", "build", "import"):  # real survey data and your own
+        from sim2obs.simgen.surveys.cli import main as surveys_main
+
+        try:
+            return surveys_main(args[0], args[1:])
+        except Sim2obsError as exc:
+            _fail(exc)
+    parser = argparse.ArgumentParser(prog="sim2obs data", description="galaxy sets: inspect, check, list, "
+                                     "fetch and build real survey sets, import your own")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("info", help="describe a galaxy set").add_argument("path")
     sub.add_parser("validate", help="full integrity check").add_argument("path")
+    sub.add_parser("list", help="every set under the data folder: name, kind, n, splits, config")
+    sub.add_parser("fetch", help="download a recipe's catalogues (--dry-run: what and how much)")
+    sub.add_parser("build", help="build a real set: ml_ratio_gswlc, metallicity_mpajhu, bt_simard, gz2, cosmos_bt")
+    sub.add_parser("import", help="your own FITS cutouts / cube / HDF5 / .npy + catalogue into a set")
     ns = parser.parse_args(args)
     try:
         if ns.action == "info":
@@ -161,14 +200,37 @@ def _cmd_data(args: list[str]) -> None:
         _fail(exc)
 
 
+def _cmd_list(args: list[str]) -> None:
+    import json
+
+    from sim2obs.tasks.registry import catalogue, format_catalogue
+
+    parser = argparse.ArgumentParser(prog="sim2obs list", description="tasks (methods, presets), models, "
+                                     "generators, and the galaxy sets in the data folder")
+    parser.add_argument("--data-dir", default=None, help="data folder (default: $SIM2OBS_DATA or sim2obs_data)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    ns = parser.parse_args(args)
+    try:
+        cat = catalogue(ns.data_dir)
+    except Sim2obsError as exc:
+        _fail(exc)
+    print(json.dumps(cat, indent=2) if ns.json else format_catalogue(cat))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print("usage: sim2obs COMMAND [options]\n\n" + _USAGE)
         return
     command, rest = args[0], args[1:]
-    if command in _HYDRA_COMMANDS:
+    if command in _HYDRA_COMMANDS and rest and rest[0] in ("-h", "--help"):  # each key's documentation
+        from sim2obs.tasks.registry import generate_help, run_help
+
+        print(run_help() if command == "run" else generate_help())
+    elif command in _HYDRA_COMMANDS:
         _run_hydra(command, rest)
+    elif command == "list":
+        _cmd_list(rest)
     elif command == "data":
         _cmd_data(rest)
     elif command == "leaderboard":
@@ -182,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         from sim2obs.errors import UnknownNameError
         import difflib
 
-        known = [*_HYDRA_COMMANDS, "data", "leaderboard"]
+        known = [*_HYDRA_COMMANDS, "list", "data", "leaderboard"]
         print(f"sim2obs: error: {UnknownNameError('command', command, known, difflib.get_close_matches(command, known))}",
               file=sys.stderr)
         sys.exit(2)

@@ -63,3 +63,26 @@ class UnknownNameError(Sim2obsError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
+
+
+class DownloadError(Sim2obsError, OSError):
+    """A remote file could not be fetched, or arrived truncated or corrupt (and was not cached).
+
+    Attributes: ``url``, ``status`` (HTTP code, or None for a timeout, a refused connection or a
+    bad file), ``cache_path`` (where a copy fetched by other means can be placed by hand) and
+    ``hint`` (what to do). The message names all of them.
+    """
+
+    def __init__(self, url: str, message: str, status: int | None = None, cache_path: Any = None,
+                 hint: str | None = None):
+        self.url, self.status, self.hint = url, status, hint
+        self.cache_path = str(cache_path) if cache_path is not None else None
+        text = f"{message} [{url}]"
+        if self.cache_path:
+            text += f"; a copy obtained elsewhere can be placed by hand at {self.cache_path}"
+        if hint:
+            text += f"; {hint}"
+        Exception.__init__(self, text)
+
+    def __str__(self) -> str:  # OSError formats args specially; keep the message as written
+        return self.args[0]

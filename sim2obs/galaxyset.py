@@ -9,8 +9,8 @@ A galaxy set is a directory::
 
 Each shard is an HDF5 file with
 
-- ``/images/<stack>``: ``(n, channels, height, width)`` float32, chunked one object per chunk and
-  gzip-compressed. A set can hold several named stacks of different sizes (e.g. a 300x300 image
+- ``/images/<stack>``: ``(n, channels, height, width)`` float32, chunked one object per chunk,
+  gzip-compressed or stored raw (the writer's ``compression_level``). A set can hold several named stacks of different sizes (e.g. a 300x300 image
   and 48x48 kinematic maps per object).
 - ``/catalog/<column>``: ``(n,)`` arrays, one per label, uncertainty and metadata column, with
   ``unit`` and ``description`` attributes. ``id`` (int64, unique) is always present.
@@ -188,10 +188,15 @@ class GalaxySetWriter:
     n_objects: int
     shard_size: int
     build_key: str
-    compression_level: int = 4
+    compression_level: int = 4  # gzip level of the image stacks; 0: stored uncompressed
 
     def __post_init__(self):
         self.path = Path(self.path)
+        if not 0 <= int(self.compression_level) <= 9:
+            raise Sim2obsValueError("gzip compression level must lie in 0..9 (0: none)", value=self.compression_level)
+        #: {shard index: sha256 hex of the file} for shards this writer object wrote (a job
+        #: returns it with its result, so that finalize need not read those files again)
+        self.written_sha256: dict[int, str] = {}
         if self.n_objects <= 0:
             raise Sim2obsValueError("a galaxy set needs at least one object", value=self.n_objects)
         if self.shard_size <= 0:
@@ -265,10 +270,13 @@ class GalaxySetWriter:
                 f.attrs["build_key"] = self.build_key
                 f.attrs["schema"] = json.dumps(self.schema.to_dict(), sort_keys=True)
                 g = f.create_group("images")
+                # gzip when asked (smooth maps shrink a lot); level 0 stores raw float32 (noisy
+                # stamps: gzip + shuffle saves ~12 % of the bytes and costs ~100x the write time)
+                packing = (dict(compression="gzip", compression_opts=self.compression_level, shuffle=True)
+                           if self.compression_level else {})
                 for spec in self.schema.stacks:
                     ds = g.create_dataset(spec.name, data=arrays["images"][spec.name], chunks=(1, *spec.shape),
-                                          compression="gzip", compression_opts=self.compression_level,
-                                          shuffle=True, track_times=False)
+                                          track_times=False, **packing)
                     ds.attrs["channels"] = json.dumps(list(spec.channels))
                     ds.attrs["unit"] = spec.unit
                 c = f.create_group("catalog")
@@ -281,6 +289,7 @@ class GalaxySetWriter:
                 f.attrs["complete"] = True
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            self.written_sha256[index] = file_sha256(tmp)  # hashed here, in the (parallel) writer
             os.replace(tmp, final)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -310,14 +319,21 @@ class GalaxySetWriter:
         from sim2obs.provenance import package_versions
 
         t0 = time.perf_counter()
-        run_shards(job, shard_args, cluster or {"kind": "local"}, desc=f"generate {name}", progress=progress)
+        results = run_shards(job, shard_args, cluster or {"kind": "local"}, desc=f"generate {name}",
+                             progress=progress)
+        for r in results:  # file digests the jobs computed while writing (a job may return None)
+            if isinstance(r, Mapping) and "shard" in r and "sha256" in r:
+                self.written_sha256[int(r["shard"])] = str(r["sha256"])
         return self.finalize(name, {**provenance, "package_versions": package_versions(),
                                     "created_unix": time.time(),
                                     "render_seconds_this_run": time.perf_counter() - t0,
                                     "shards_rendered_this_run": len(shard_args)})
 
     def finalize(self, name: str, provenance: Mapping[str, Any]) -> Path:
-        """Check every shard, compute the content hash and write ``manifest.json`` atomically."""
+        """Check every shard, compute the content hash and write ``manifest.json`` atomically.
+
+        Shard file digests come from :attr:`written_sha256` for the shards written in this run
+        (computed by the writer as it wrote them), and are read from disk for the others."""
         missing = self.missing_shards()
         if missing:
             raise Sim2obsValueError(f"cannot finalize {self.path}: shards are missing", value=missing)
@@ -325,8 +341,9 @@ class GalaxySetWriter:
         for i in range(self.n_shards):
             p = self.shard_path(i)
             start, stop = self.shard_range(i)
+            digest = self.written_sha256.get(i) or file_sha256(p)
             shards.append({"file": p.name, "object_offset": start, "n_objects": stop - start,
-                           "bytes": p.stat().st_size, "sha256": file_sha256(p)})
+                           "bytes": p.stat().st_size, "sha256": digest})
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -337,7 +354,8 @@ class GalaxySetWriter:
             "shards": shards,
             "provenance": dict(provenance),
         }
-        manifest["content_hash"] = compute_content_hash(self.path, manifest)
+        manifest["field_sha256"] = field_digests(self.path, manifest)  # lets readers check labels cheaply
+        manifest["content_hash"] = combine_field_digests(manifest["schema"], manifest["field_sha256"])
         text = json.dumps(manifest, indent=1, sort_keys=False, default=str)
         atomic_write(self.path / MANIFEST_NAME, lambda f: f.write(text), mode="w")
         return self.path / MANIFEST_NAME
@@ -383,9 +401,36 @@ def _check_arrays(schema: GalaxySetSchema, images: Mapping[str, np.ndarray], cat
 def compute_content_hash(directory: Path, manifest: Mapping[str, Any], block: int = 256) -> str:
     """sha256 over the schema and, field by field in object order, the bytes of every image
     stack, catalogue column and the split codes. Independent of how the set is sharded."""
-    schema = GalaxySetSchema.from_dict(manifest["schema"])
-    fields = ([f"images/{s.name}" for s in schema.stacks] + [f"catalog/{c.name}" for c in schema.columns]
-              + ["split"])
+    return combine_field_digests(manifest["schema"], field_digests(directory, manifest, block))
+
+
+def _fields(schema_dict: Mapping[str, Any]) -> list[str]:
+    schema = GalaxySetSchema.from_dict(schema_dict)
+    return [f"images/{s.name}" for s in schema.stacks] + [f"catalog/{c.name}" for c in schema.columns] + ["split"]
+
+
+def array_digest(values: np.ndarray) -> str:
+    """sha256 (hex) of an array's little-endian bytes in order: the digest of one field of
+    the content hash (e.g. a whole catalogue column in object order)."""
+    a = np.ascontiguousarray(values)
+    return hashlib.sha256(a.astype(a.dtype.newbyteorder("<")).tobytes()).hexdigest()
+
+
+def combine_field_digests(schema_dict: Mapping[str, Any], digests: Mapping[str, str]) -> str:
+    """The content hash from the per-field digests (hex, as :func:`field_digests` returns)."""
+    top = hashlib.sha256()
+    top.update(f"{FORMAT_NAME}/{FORMAT_VERSION}".encode())
+    top.update(json.dumps(schema_dict, sort_keys=True).encode())
+    for k in _fields(schema_dict):
+        top.update(k.encode())
+        top.update(bytes.fromhex(digests[k]))
+    return top.hexdigest()
+
+
+def field_digests(directory: Path, manifest: Mapping[str, Any], block: int = 256) -> dict[str, str]:
+    """{field: sha256 hex} of every image stack, catalogue column and the split codes, each
+    over the field's bytes in object order (reads every shard)."""
+    fields = _fields(manifest["schema"])
     hashers = {k: hashlib.sha256() for k in fields}
     for shard in manifest["shards"]:
         path = Path(directory) / shard["file"]
@@ -395,13 +440,7 @@ def compute_content_hash(directory: Path, manifest: Mapping[str, Any], block: in
                 ds = f[k]
                 for a in range(0, n, block):
                     hashers[k].update(np.ascontiguousarray(ds[a:a + block]).astype(ds.dtype.newbyteorder("<")).tobytes())
-    top = hashlib.sha256()
-    top.update(f"{FORMAT_NAME}/{FORMAT_VERSION}".encode())
-    top.update(json.dumps(manifest["schema"], sort_keys=True).encode())
-    for k in fields:
-        top.update(k.encode())
-        top.update(hashers[k].digest())
-    return top.hexdigest()
+    return {k: h.hexdigest() for k, h in hashers.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +474,8 @@ class GalaxySet:
         self.name: str = m["name"]
         self.n: int = int(m["n_objects"])
         self.provenance: dict[str, Any] = m.get("provenance", {})
+        #: "simulated" (a generator's set) or "real" (survey data: provenance ``kind: real``)
+        self.kind: str = str(self.provenance.get("kind", "simulated"))
         self.content_hash: str = m["content_hash"]
         self._shard_files = [p / s["file"] for s in m["shards"]]
         self._offsets = np.array([s["object_offset"] for s in m["shards"]] + [self.n], dtype=np.int64)
@@ -446,6 +487,7 @@ class GalaxySet:
         if check == "full" or (check == "auto" and image_bytes <= _AUTO_IMAGE_SCAN_BYTES):
             self.check_images()
         self._handles: dict[int, h5py.File] = {}
+        self._datasets: dict[tuple[int, str], h5py.Dataset] = {}
         self._pid = os.getpid()
 
     # -- validation ---------------------------------------------------------------------------
@@ -465,6 +507,10 @@ class GalaxySet:
             raise DataFormatError(mpath, "schema", f"invalid schema ({exc})") from None
         expected = 0
         for i, s in enumerate(m["shards"]):
+            name = str(s.get("file", ""))
+            if Path(name).name != name or name in ("", ".", "..") or not name.endswith(".h5"):
+                raise DataFormatError(mpath, f"shards[{i}].file", f"{name!r} is not a shard file name inside "
+                                      "the set's directory (no folders, no '..')")
             if int(s["object_offset"]) != expected:
                 raise DataFormatError(mpath, f"shards[{i}].object_offset", "shards are not contiguous")
             expected += int(s["n_objects"])
@@ -547,13 +593,47 @@ class GalaxySet:
                             raise DataFormatError(path, f"images/{spec.name}", f"NaN/inf in object {bad}")
 
     def verify(self) -> None:
-        """Full integrity check: image scan, shard file checksums and the content hash."""
+        """Full integrity check: image scan, shard file checksums, no unknown shard files, and
+        the content hash."""
+        listed = {s["file"] for s in self.manifest["shards"]}
+        unknown = sorted(p.name for p in self.path.glob("*.h5") if p.name not in listed)
+        if unknown:
+            raise DataFormatError(self.path / unknown[0], None, f"{len(unknown)} shard file(s) not listed in the "
+                                  f"manifest ({', '.join(unknown[:5])}): a leftover or foreign file")
         self.check_images()
         for s, path in zip(self.manifest["shards"], self._shard_files):
             if "sha256" in s and file_sha256(path) != s["sha256"]:
                 raise DataFormatError(path, None, "sha256 differs from the manifest (file modified)")
         if compute_content_hash(self.path, self.manifest) != self.content_hash:
             raise DataFormatError(self.path / MANIFEST_NAME, "content_hash", "data do not match the content hash")
+
+    def check_columns(self, names: Sequence[str]) -> None:
+        """Check that the catalogue columns ``names`` and the split codes this reader holds (what
+        a task scores against) are the data the content hash names. Each is hashed whole, in
+        object order (:func:`array_digest`), and compared with the manifest's ``field_sha256``,
+        whose digests must combine to ``content_hash`` (memory only: milliseconds). A manifest
+        without ``field_sha256`` (older sets) is checked once per reader by hashing every field
+        from the shards. A mismatch raises :class:`DataFormatError` naming the field."""
+        mpath = self.path / MANIFEST_NAME
+        digests = self.manifest.get("field_sha256")
+        if digests is None:
+            digests = getattr(self, "_disk_digests", None)
+            if digests is None:
+                digests = field_digests(self.path, self.manifest)
+                if combine_field_digests(self.manifest["schema"], digests) != self.content_hash:
+                    raise DataFormatError(self.path, "content_hash", "the shards do not hold the data the "
+                                          f"manifest's content hash {self.content_hash[:12]}… names (modified after "
+                                          "writing); refusing to score against them")
+                self._disk_digests = digests
+        elif combine_field_digests(self.manifest["schema"], digests) != self.content_hash:
+            raise DataFormatError(mpath, "field_sha256", "the field digests do not give the content hash")
+        fields = {f"catalog/{c}": self.column(c) for c in dict.fromkeys(names)}
+        fields["split"] = self._split.astype(np.int8)
+        for key, values in fields.items():
+            if digests.get(key) != array_digest(values):
+                raise DataFormatError(self.path, key, "values differ from the data the manifest's content hash "
+                                      f"{self.content_hash[:12]}… names (edited after the set was written); "
+                                      "refusing to score against them")
 
     # -- catalogue ----------------------------------------------------------------------------
     @property
@@ -619,11 +699,19 @@ class GalaxySet:
     def _handle(self, shard: int) -> h5py.File:
         # HDF5 handles must not cross a fork: each DataLoader worker opens its own.
         if os.getpid() != self._pid:
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._datasets, self._pid = {}, {}, os.getpid()
         f = self._handles.get(shard)
         if f is None:
             f = self._handles[shard] = h5py.File(self._shard_files[shard], "r")
         return f
+
+    def _stack(self, shard: int, stack: str) -> h5py.Dataset:
+        """The open ``images/<stack>`` dataset of ``shard`` (cached: an h5py path lookup costs tens of us)."""
+        f = self._handle(shard)
+        ds = self._datasets.get((shard, stack))  # cleared with the handles (fork, close, pickling)
+        if ds is None:
+            ds = self._datasets[(shard, stack)] = f[f"images/{stack}"]
+        return ds
 
     def read_image(self, stack: str, index: int) -> np.ndarray:
         """One object's images ``(channels, height, width)`` float32, checked for NaN/inf."""
@@ -631,7 +719,7 @@ class GalaxySet:
         shard, local = self._locate(int(index))
         path = self._shard_files[shard]
         try:
-            arr = self._handle(shard)[f"images/{stack}"][local]
+            arr = self._stack(shard, stack)[local]
         except OSError as exc:
             raise DataFormatError(path, f"images/{stack}", f"unreadable object {index} ({exc})") from None
         if not np.isfinite(arr).all():
@@ -639,41 +727,56 @@ class GalaxySet:
         return arr
 
     def images(self, stack: str, split: str | None = None, indices: Iterable[int] | None = None) -> np.ndarray:
-        """Images of ``split`` (or of explicit global ``indices``) as one array ``(n, C, H, W)``."""
+        """Images of ``split`` (or of explicit global ``indices``, any order, repeats allowed) as one
+        array ``(n, C, H, W)``. Each run of consecutive objects in a shard is one slice read (h5py's
+        fancy indexing is ~20x slower per object, and reading a whole shard range for a sparse split
+        decompresses objects nobody asked for)."""
         spec = self.schema.stack(stack)
         idx = np.asarray(list(indices) if indices is not None else self.indices(split), dtype=np.int64)
-        out = np.empty((len(idx), *spec.shape), dtype=np.float32)
-        shard_of = np.searchsorted(self._offsets, idx, side="right") - 1
-        for shard in np.unique(shard_of):
-            sel = np.flatnonzero(shard_of == shard)
-            local = idx[sel] - self._offsets[shard]
-            order = np.argsort(local)
-            ds = self._handle(int(shard))[f"images/{stack}"]
-            lo, hi = int(local.min()), int(local.max()) + 1
-            block = ds[lo:hi]  # one contiguous read beats fancy indexing on chunked HDF5
-            out[sel[order]] = block[local[order] - lo]
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"object indices outside [0, {self.n})")
+        wanted, inverse = np.unique(idx, return_inverse=True)
+        unique = np.empty((len(wanted), *spec.shape), dtype=np.float32)
+        runs = np.flatnonzero(np.diff(wanted) != 1) + 1
+        for a, b in zip(np.r_[0, runs], np.r_[runs, len(wanted)]) if len(wanted) else ():
+            first, last = int(wanted[a]), int(wanted[b - 1])
+            shard = int(np.searchsorted(self._offsets, first, side="right") - 1)
+            while a < b:  # a run may cross shard boundaries
+                stop = min(last + 1, int(self._offsets[shard + 1]))
+                lo = first - int(self._offsets[shard])
+                count = stop - first
+                try:
+                    self._stack(shard, stack).read_direct(unique, np.s_[lo:lo + count], np.s_[a:a + count])
+                except OSError as exc:
+                    raise DataFormatError(self._shard_files[shard], f"images/{stack}",
+                                          f"unreadable near object {first} ({exc})") from None
+                a, first, shard = a + count, stop, shard + 1
+        out = unique if np.array_equal(wanted, idx) else unique[inverse.reshape(-1)]
         if not np.isfinite(out).all():
             bad = int(idx[np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))[0]])
             raise DataFormatError(self._shard_files[self._locate(bad)[0]], f"images/{stack}", f"NaN/inf in object {bad}")
         return out
 
     def torch_dataset(self, split: str | None = None, inputs: Sequence[str] | None = None,
-                      targets: Sequence[str] = (), transform=None, target_transform=None):
-        """A lazy map-style ``torch.utils.data.Dataset`` over ``split``; see
-        :class:`sim2obs.torchdata.GalaxySetDataset`."""
-        from sim2obs.torchdata import GalaxySetDataset
+                      targets: Sequence[str] = (), transform=None, target_transform=None,
+                      in_memory: bool | str = "auto", max_memory_gb: float | None = None):
+        """A map-style ``torch.utils.data.Dataset`` over ``split``, safe with DataLoader workers; see
+        :class:`sim2obs.torchdata.GalaxySetDataset`. The split's images are held in memory when they
+        fit in ``max_memory_gb`` (default 2 GiB; ``in_memory`` True / False forces it), else read lazily."""
+        from sim2obs.torchdata import DEFAULT_MAX_MEMORY_GB, GalaxySetDataset
 
         return GalaxySetDataset(self, split=split, inputs=inputs, targets=targets, transform=transform,
-                                target_transform=target_transform)
+                                target_transform=target_transform, in_memory=in_memory,
+                                max_memory_gb=DEFAULT_MAX_MEMORY_GB if max_memory_gb is None else max_memory_gb)
 
     def close(self) -> None:
         for f in self._handles.values():
             f.close()
-        self._handles = {}
+        self._handles, self._datasets = {}, {}
 
     def __getstate__(self):  # pickled into DataLoader workers: never ship open HDF5 handles
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_datasets"] = {}, {}
         return state
 
     def __enter__(self):
@@ -687,7 +790,7 @@ class GalaxySet:
 
     def summary(self) -> str:
         """A human-readable description: size, stacks, splits, columns and provenance."""
-        lines = [f"galaxy set '{self.name}' at {self.path}",
+        lines = [f"galaxy set '{self.name}' ({self.kind}) at {self.path}",
                  f"  objects: {self.n} in {len(self._shard_files)} shard(s); content hash {self.content_hash[:16]}"]
         for s in self.schema.stacks:
             scale = f", {s.pixel_scale_arcsec:g} arcsec/px" if s.pixel_scale_arcsec else ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from sim2obs.atomic import atomic_write
-from sim2obs.config import coerce_dataclass, to_plain
+from sim2obs.config import coerce_dataclass, fill_task_spec, has_task_spec, to_plain
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, package_versions, stable_hash
@@ -102,6 +103,49 @@ class Truth:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class TaskSplit:
+    """One split of a task's data as its models receive it (:meth:`Task.get_split`; like WILDS'
+    ``get_subset``).
+
+    ``ids``: ``(N,)`` int64 object ids; ``inputs``: ``{name: array}``, images ``(N, C, H, W)``
+    float32 preprocessed exactly as the task's networks get them (names and shapes:
+    :meth:`Task.spec`), catalogue observables ``(N, F)`` float64 where a task has them;
+    ``labels``: ``(N, T)`` float64 targets in ``targets`` order and units, or None for the
+    evaluation split (held out; score predictions with :meth:`Task.evaluate`)."""
+
+    task: str
+    split: str
+    ids: np.ndarray
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    targets: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def torch_dataset(self, labels: np.ndarray | None = None):
+        """A :class:`~sim2obs.models.engine.TensorDictDataset` of the image inputs (item:
+        ``{"inputs": {name: (C, H, W)}, "target": (T,), "id": int, "index": i}``), the contract
+        :class:`~sim2obs.models.engine.Trainer` takes. ``labels``: ``(N, T)`` to train on instead
+        of :attr:`labels` (e.g. standardised); the evaluation split gets ``(N, 0)`` targets."""
+        import torch
+
+        from sim2obs.models.engine import TensorDictDataset
+
+        y = self.labels if labels is None else np.asarray(labels)
+        if y is None:
+            y = np.zeros((len(self.ids), 0))
+        if y.ndim == 1:
+            y = y[:, None]
+        if len(y) != len(self.ids):
+            raise Sim2obsValueError(f"labels must have one row per object of split {self.split!r} "
+                                    f"({len(self.ids)})", value=y.shape)
+        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.inputs.items() if v.ndim == 4}
+        return TensorDictDataset(x, torch.as_tensor(y, dtype=torch.float32),
+                                 torch.as_tensor(self.ids, dtype=torch.int64))
+
+
 # --------------------------------------------------------------------------------------------
 # Methods
 # --------------------------------------------------------------------------------------------
@@ -125,6 +169,9 @@ class Method:
     description: str
     run: Callable[["Task", Path], MethodOutput]
     config: dict[str, Any] = field(default_factory=dict)
+    #: Its output does not depend on the task seed (e.g. a training-set mean): the leaderboard
+    #: ranks it without the three seeds it asks of other methods.
+    deterministic: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,13 +186,22 @@ class Task:
     config_class: ClassVar[type] = TaskConfig
 
     def __init__(self, config: Any = None, data_dir: str | os.PathLike | None = None,
-                 cluster: Mapping[str, Any] | None = None, progress: bool = False):
-        self.config = coerce_dataclass(self.config_class, config, f"task.{self.metadata.name}")
+                 cluster: Mapping[str, Any] | None = None, progress: bool | None = None):
+        """``cluster``: where the task generates its set (a ``configs/cluster`` mapping); None:
+        in this process (``{"kind": "synchronous"}``), so scripts without a ``__main__`` guard and
+        notebooks work; ``sim2obs run`` passes its ``cluster`` (a process cluster by default).
+        ``progress``: progress bars (generation, training); None: when stderr is a terminal."""
+        name = f"task.{self.metadata.name}"
+        self.config = coerce_dataclass(self.config_class, config, name)
         self.data_dir = Path(data_dir) if data_dir is not None else Path(
             os.environ.get("SIM2OBS_DATA", "sim2obs_data"))
-        self.cluster = dict(cluster) if cluster is not None else None
-        self.progress = progress
+        self.cluster = dict(cluster) if cluster is not None else {"kind": "synchronous"}
+        self.progress = _stderr_is_terminal() if progress is None else bool(progress)
         self._galaxy_set = None
+        self._models_checked = False
+        plain = to_plain(self.config)
+        if has_task_spec(plain):  # ${task_spec:KEY} values: the task's shapes
+            self.config = coerce_dataclass(self.config_class, fill_task_spec(plain, self.spec().values(), name), name)
         self.validate_config()
 
     # -- metadata shortcuts ---------------------------------------------------------------
@@ -167,6 +223,57 @@ class Task:
         for m in self.config.methods or []:
             if m not in names:
                 raise ConfigError(f"task.{self.name}.methods", "unknown method", value=m, allowed=names)
+
+    # -- what a model receives ---------------------------------------------------------------
+    def spec(self):
+        """The :class:`~sim2obs.models.conformance.TaskSpec` of the task's network (``model``): input
+        shapes ``{stack: (C, H, W)}``, number of targets and outputs, whether posteriors are scored.
+        Derived from the config (and a real set's manifest), without generating data. Check a
+        model with ``check_model(model, task.spec())``; config values ``${task_spec:KEY}`` name
+        its fields (:meth:`~sim2obs.models.conformance.TaskSpec.values`)."""
+        raise NotImplementedError(f"task {self.name} does not describe its network inputs")
+
+    def model_checks(self) -> list[tuple[str, Any, Any]]:
+        """``(config key, model config as the task builds it, TaskSpec)`` for every network the
+        selected methods build. Default: ``model`` when a selected method is of kind ``model``."""
+        if not hasattr(self.config, "model") or not any(m.kind == "model" for m in self.selected_methods()):
+            return []
+        return [("model", to_plain(self.config.model), self.spec())]
+
+    def check_models(self) -> list:
+        """Before any work: every ``_target_`` of :meth:`model_checks` is importable (else
+        :class:`ConfigError` naming the key), then :func:`~sim2obs.models.conformance.check_model`
+        on a CPU copy (a wrong output shape, a non-finite output, ... raise
+        :class:`Sim2obsValueError` naming the task and key). Returns the reports."""
+        from sim2obs.models.conformance import check_model
+
+        checks = self.model_checks()
+        for key, cfg, _ in checks:
+            _import_target(cfg, f"task.{self.name}.{key}")
+        reports = []
+        for key, cfg, spec in checks:
+            try:
+                reports.append(check_model(cfg, spec))
+            except Sim2obsValueError as exc:
+                raise Sim2obsValueError(f"task.{self.name}.{key} does not fit task {self.name} (inputs "
+                                        f"{dict(spec.input_shapes)}, {spec.output_width} outputs): {exc}") from None
+        self._models_checked = True
+        return reports
+
+    def split_inputs(self, split: str) -> dict[str, np.ndarray]:
+        """``{name: array}`` model inputs of ``split`` (see :class:`TaskSplit`); tasks implement."""
+        raise NotImplementedError(f"task {self.name} does not expose its inputs")
+
+    def get_split(self, split: str) -> TaskSplit:
+        """A split's ids, model inputs and (not for the evaluation split) labels, as arrays and
+        (:meth:`TaskSplit.torch_dataset`) as a torch ``Dataset``. Generates the task's set if needed."""
+        gs = self.galaxy_set
+        if split not in gs.split_names:
+            raise Sim2obsValueError(f"task {self.name} has no split {split!r}", value=split,
+                                    allowed=list(gs.split_names))
+        labels = None if split == self.config.eval_split else self.labels(split)
+        return TaskSplit(task=self.name, split=split, ids=np.asarray(self.split_ids(split), dtype=np.int64),
+                         inputs=self.split_inputs(split), labels=labels, targets=tuple(self.targets))
 
     # -- data binding ---------------------------------------------------------------------
     def simgen_config(self) -> dict[str, Any]:
@@ -193,9 +300,12 @@ class Task:
         else:
             from sim2obs.simgen import default_set_path, prepare_set
 
-            if not generate and not (default_set_path(self.simgen_config(), self.data_dir) / "manifest.json").exists():
-                raise DataFormatError(default_set_path(self.simgen_config(), self.data_dir), None,
-                                      f"the simulated set of task {self.name} is not generated yet")
+            target = default_set_path(self.simgen_config(), self.data_dir)
+            if not (target / "manifest.json").exists():
+                if not generate:
+                    raise DataFormatError(target, None, f"the simulated set of task {self.name} is not generated yet")
+                log_stderr(f"[{self.name}] generating its simulated set {target} "
+                           f"(cluster: {(self.cluster or {}).get('kind', 'local')}) ...")
             path = prepare_set(self.simgen_config(), data_dir=self.data_dir, cluster=self.cluster,
                                progress=self.progress)
             gs = open_galaxy_set(path, check="schema")
@@ -253,6 +363,13 @@ class Task:
         errs = [gs.schema.column(t).error for t in self.targets]
         return tuple(self.targets) + tuple(e for e in errs if e)
 
+    def check_labels(self) -> None:
+        """Refuse to score against labels that are not the data the set's content hash names
+        (ids, split codes and every label column hashed each time; see
+        :meth:`~sim2obs.galaxyset.GalaxySet.check_columns`)."""
+        gs = self.galaxy_set
+        gs.check_columns([c for c in ("id", *self.label_columns()) if c in gs.schema.column_names])
+
     def truth(self, split: str) -> Truth:
         """Held-out truth (used only by :meth:`evaluate` and the diagnostics)."""
         gs = self.galaxy_set
@@ -275,6 +392,7 @@ class Task:
             raise Sim2obsValueError(f"predictions are for targets {list(p.targets)}; task {self.name} "
                                     f"predicts {list(self.targets)}", value=list(p.targets),
                                     allowed=list(self.targets))
+        self.check_labels()
         truth = self.truth(split)
         n, t = len(truth.ids), len(self.targets)
         if n == 0:
@@ -327,11 +445,20 @@ class Task:
         return self._score(*self.align(predictions, split or self.config.eval_split))
 
     def _score(self, predictions: Predictions, truth: Truth) -> dict[str, float]:
-        out = self.compute_metrics(predictions, truth)
+        """The task's metrics, plus the shared keys it declares but leaves to
+        :func:`~sim2obs.tasks.metrics.shared_metrics` (``l1``, ``rmsle``) and the coverages of
+        any predictions with posterior samples or σ."""
+        from sim2obs.tasks import metrics as M
+
+        out = dict(self.compute_metrics(predictions, truth))
+        shared = M.shared_metrics(self.metadata.metrics, self.targets, predictions.values, truth.values,
+                                  truth.errors, predictions.samples, predictions.sigma)
+        out.update({k: v for k, v in shared.items() if k not in out})
         missing = [k for k in self.metadata.metrics if k not in out]
         if missing:
             raise RuntimeError(f"task {self.name} did not compute metrics {missing}")
-        return {k: float(out[k]) for k in self.metadata.metrics}
+        keys = list(self.metadata.metrics) + [k for k in M.COVERAGE_LEVELS if k in shared and k not in self.metadata.metrics]
+        return {k: float(out[k]) for k in keys}
 
     # -- to implement -----------------------------------------------------------------------
     def methods(self) -> list[Method]:
@@ -370,10 +497,13 @@ class Task:
             return methods
         return [m for m in methods if m.name in self.config.methods]
 
-    def merged_trainer_config(self, overrides: Any = None):
+    def merged_trainer_config(self, overrides: Any = None, model_target: str | None = None):
         """The task's ``trainer`` settings (with ``overrides``, e.g. a study's own schedule, merged
         on top) as a validated :class:`~sim2obs.models.engine.TrainerConfig`, its seed offset by
-        the task seed."""
+        the task seed. ``trainer.stages_for`` (a list of ``_target_`` names, e.g. the ResNets of
+        ``configs/trainer/finetune.yaml``) limits the staged schedule, whose stages name layers, to
+        the networks it was written for: for a ``model_target`` not in it the stages are dropped
+        and every layer trains at ``trainer.lr`` for ``trainer.epochs``."""
         from dataclasses import replace
 
         from omegaconf import OmegaConf
@@ -383,9 +513,26 @@ class Task:
         data = to_plain(getattr(self.config, "trainer", None)) or {}
         if overrides:
             data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), OmegaConf.create(to_plain(overrides))))
+        data = dict(data)
+        stages_for = data.pop("stages_for", None)
+        if stages_for is not None and not isinstance(stages_for, (list, tuple)):
+            raise ConfigError(f"task.{self.name}.trainer.stages_for", "a list of _target_ names, or null",
+                              value=stages_for)
+        if stages_for is not None and model_target is not None and str(model_target) not in stages_for:
+            data["stages"] = []
         cfg = load_trainer_config(data)
         validate_config(cfg)
         return replace(cfg, seed=int(cfg.seed) + int(self.config.seed))
+
+    def epoch_logger(self, label: str, epochs: int, log: Callable[[str], None] | None = None):
+        """A :class:`~sim2obs.models.engine.Trainer` callback logging one line per epoch
+        (:func:`log_stderr` by default): for logs, where progress bars are off."""
+        log = log or log_stderr
+
+        def callback(record: Mapping[str, Any], model: Any) -> None:
+            log(f"  {self.name}/{label}: epoch {record['epoch']}/{epochs}  train {record['train_loss']:.4g}  "
+                f"val {record['val_loss']:.4g}  ({record['seconds']:.1f} s)")
+        return callback
 
     @staticmethod
     def shared_dir(workdir: str | os.PathLike) -> Path:
@@ -401,9 +548,14 @@ class Task:
         return stable_hash({"task": self.name, "version": self.metadata.version, "data": self.galaxy_set.content_hash,
                             "method": method.name, "method_config": method.config, "task_config": cfg})
 
-    def run(self, out_dir: str | os.PathLike, log: Callable[[str], None] = print) -> list[dict]:
+    def run(self, out_dir: str | os.PathLike, log: Callable[[str], None] | None = None) -> list[dict]:
         """Run every selected method; save predictions, metrics and plots per method; return
-        one result row per method (also written to ``<out_dir>/results.json``)."""
+        one result row per method (also written to ``<out_dir>/results.json``). The networks are
+        checked first (:meth:`check_models`); ``log`` (default: :func:`log_stderr`) hears of every
+        method's start and end."""
+        log = log or log_stderr
+        if not self._models_checked:
+            self.check_models()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
@@ -420,6 +572,7 @@ class Task:
                     rows.append(row)
                     continue
             mdir.mkdir(parents=True, exist_ok=True)
+            log(f"  {self.name}/{method.name}: running ({method.kind}) ...")
             t0 = time.perf_counter()
             output = method.run(self, mdir)
             wall = time.perf_counter() - t0
@@ -433,6 +586,7 @@ class Task:
             row = {
                 "task": self.name, "task_version": self.metadata.version, "method": method.name,
                 "kind": method.kind, "description": method.description, "split": split,
+                "deterministic": method.deterministic,
                 "main_score": self.metadata.main_score, "value": metrics[self.metadata.main_score],
                 "metrics": metrics, "paper": _paper(self.metadata, method.name),
                 "data": self.data_identity, "method_config": method.config, "task_config": to_plain(self.config),
@@ -446,6 +600,36 @@ class Task:
         text = json.dumps(rows, indent=2, default=str) + "\n"
         atomic_write(out_dir / RESULTS_FILE, lambda f: f.write(text), mode="w")
         return rows
+
+
+def log_stderr(line: str) -> None:
+    """Print a progress line to stderr with a UTC time stamp, flushed (long jobs speak in logs)."""
+    print(time.strftime("%H:%M:%S", time.gmtime()), line, file=sys.stderr, flush=True)
+
+
+def _stderr_is_terminal() -> bool:
+    """Progress bars by default: on a terminal, and in a Jupyter kernel (tqdm.auto draws widgets)."""
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _import_target(cfg: Any, key: str) -> None:
+    """Refuse a model config whose ``_target_`` is missing or cannot be imported."""
+    from hydra.utils import get_object
+
+    target = cfg.get("_target_") if isinstance(cfg, Mapping) else None
+    if not target:
+        raise ConfigError(f"{key}._target_", "a model config needs a _target_ (the class to build)", value=cfg)
+    try:
+        get_object(str(target))
+    except Exception as exc:  # ImportError, AttributeError, or the user's module failing on import
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(cause).__name__}: {cause}); is its "
+                          "package installed or on PYTHONPATH?", value=str(target)) from None
 
 
 def _paper(meta: TaskMetadata, method: str) -> dict | None:

@@ -363,7 +363,7 @@ class MetallicityTask(Task):
         targets=(TARGET,),
         target_units=("dex",),
         main_score="rmse",
-        metrics=("rmse", "nmad", "bias_mean", "bias_median", "outlier_frac"),
+        metrics=("rmse", "nmad", "bias_mean", "bias_median", "outlier_frac", "l1"),
         paper={
             "cnn": PaperResult(0.085, f"{PAPER_NOTE}; RMSE of the test set, NMAD 0.067 (abstract, §4.3, §7)"),
             "random_forest": PaperResult(0.130, f"{PAPER_NOTE}; RF on g,r,i magnitudes (§5.4)"),
@@ -420,10 +420,11 @@ class MetallicityTask(Task):
         if not cfg.mzr.bin_width > 0 or cfg.mzr.min_count < 1:
             raise ConfigError(f"{name}.mzr", "bin_width > 0 and min_count >= 1", value=asdict(cfg.mzr))
 
-    def trainer_config(self, resolution: bool = False):
+    def trainer_config(self, resolution: bool = False, model_target: str | None = None):
         """The validated trainer config of the ``cnn`` (or of the resolution study: the task's
-        trainer with ``resolution.trainer`` merged on top); seed offset by the task seed."""
-        return self.merged_trainer_config(self.config.resolution.trainer if resolution else None)
+        trainer with ``resolution.trainer`` merged on top); seed offset by the task seed. Staged
+        unfreezing applies only to the ``trainer.stages_for`` networks (the ResNets)."""
+        return self.merged_trainer_config(self.config.resolution.trainer if resolution else None, model_target)
 
     # -- data -----------------------------------------------------------------------------
     def check_set(self, gs) -> None:
@@ -459,6 +460,21 @@ class MetallicityTask(Task):
     @property
     def stamp(self) -> int:
         return int(self.galaxy_set.schema.stack(STACK).height)
+
+    def spec(self):
+        """The ``cnn``'s inputs: ``{"image": (3, stamp, stamp)}`` Lupton RGB; one output (12+log(O/H),
+        standardised with the training split's mean and standard deviation)."""
+        from sim2obs.models.conformance import TaskSpec
+
+        if "path" in self.config.data:
+            side = self.stamp
+        else:
+            side = int(self.simgen_config()["stamp"])
+        return TaskSpec(input_shapes={STACK: (3, side, side)}, n_targets=1, n_outputs=1)
+
+    def split_inputs(self, split: str) -> dict[str, np.ndarray]:
+        """``{"image": (N, 3, H, W)}`` float32 Lupton RGB images in [0, 1] (:meth:`rgb_images`)."""
+        return {STACK: self.rgb_images(split)}
 
     def rgb_images(self, split: str) -> np.ndarray:
         """``(N, 3, H, W)`` float32 Lupton RGB images of ``split`` (cached; no labels involved)."""
@@ -497,7 +513,7 @@ class MetallicityTask(Task):
                "augment": cfg.augment, "tta": cfg.tta, "rgb": asdict(cfg.rgb)}
         out = [
             Method("mean", "baseline", "training-split mean of 12+log(O/H) for every galaxy",
-                   lambda task, workdir: task._run_mean(workdir), {}),
+                   lambda task, workdir: task._run_mean(workdir), {}, deterministic=True),
             Method("random_forest", "baseline",
                    f"random forest ({cfg.random_forest.n_estimators} trees) on {', '.join(cfg.random_forest.features)}",
                    lambda task, workdir: task._run_forest(workdir), {"random_forest": rf}),
@@ -561,8 +577,8 @@ class MetallicityTask(Task):
         cfg = self.config
         study = size is not None
         model_cfg = to_plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
-        tcfg = self.trainer_config(resolution=study)
-        tcfg = replace(tcfg, progress=bool(tcfg.progress and self.progress))
+        tcfg = self.trainer_config(resolution=study, model_target=str(model_cfg.get("_target_")))
+        tcfg = replace(tcfg, progress=bool(self.progress))  # bars on a terminal; epoch lines in logs
         seed_everything(tcfg.seed)
         model = build_model(model_cfg)
         pretrained = cfg.pretrained if not (study and cfg.resolution.model is not None) else None
@@ -605,7 +621,8 @@ class MetallicityTask(Task):
         for old in workdir.glob("fit-*"):  # checkpoints of other settings of this method
             if old != fit_dir and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        trainer = Trainer(tcfg, loss=rmse_loss(), augment=augment)
+        trainer = Trainer(tcfg, loss=rmse_loss(), augment=augment,
+                          callbacks=[] if tcfg.progress else [self.epoch_logger(workdir.name, tcfg.epochs)])
         fit = trainer.fit(model, data["train"], data["val"], fit_dir, model_config=model_cfg)
         pred = trainer.predict(model, data[split], tta=bool(cfg.tta))
         values = pred["predictions"][:, 0].astype(np.float64) * sd + mu

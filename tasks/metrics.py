@@ -9,10 +9,15 @@ argument.
 ==========================  ===================================================================
 key                         definition
 ==========================  ===================================================================
-``l1``                      mean |ŷ − y| / Δy, Δy floored at 5 % of |y| (Dobbels et al. 2019 eq. 2)
+``l1``                      mean absolute error. Where the task's truth has catalogue
+                            uncertainties Δy: Dobbels et al. (2019, eq. 2) mean |ŷ − y| / Δy, Δy
+                            floored at 5 % of |y| (dimensionless); without them: mean |ŷ − y| in
+                            the target's units. Every task records it (``<target>/l1`` per target
+                            for several targets).
 ``l2``                      mean ((ŷ − y) / Δy)², same floor
 ``median_l1``               median |ŷ − y| / Δy
-``rmsle``                   sqrt(mean((log10 ŷ − log10 y)²)), dex (positive quantities)
+``rmsle``                   sqrt(mean((log10 ŷ − log10 y)²)), dex; recorded for targets that are
+                            positive linear quantities (M/L, R_e, flux); ŷ ≤ 0 is refused
 ``rmse``                    sqrt(mean((ŷ − y)²)), in the target's units
 ``nmad``                    1.4826 · median |Δ − median Δ|
 ``bias_mean``               mean Δ
@@ -21,8 +26,17 @@ key                         definition
 ``outlier_frac``            fraction with |Δ − median Δ| > 3 NMAD (or a fixed threshold)
 ``scatter_dex``             1σ standard deviation of Δlog10, dex
 ``coverage_68|95|99``       fraction of truths inside the central 68.27/95.45/99.73 % interval
+                            (1/2/3σ): of the posterior samples when given, else ŷ ± zσ with the
+                            submitted Gaussian σ (z = 1, 2, 3); pooled over targets. Recorded for
+                            every submission that carries samples or σ, whatever the task
 ``calibration_error``       mean |empirical − nominal| coverage over levels 0.05, 0.10 … 0.95
 ``posterior_width``         mean width of the central 68.27 % interval
+``crps``                    continuous ranked probability score of the posterior samples,
+                            mean over objects of E|X − y| − ½ E|X − X′| (Gneiting & Raftery
+                            2007, eq. 20), in the target's units; 0 for a point mass at the truth
+``pit_ks``                  Kolmogorov-Smirnov distance of the probability integral transforms
+                            PIT = P(X < y) (ties split uniformly at random) from U(0, 1): 0 for a
+                            calibrated posterior; the PIT histogram is :func:`pit_histogram`
 ``posterior_score``         accuracy + calibration in one number (lower is better; 0 is perfect):
                             mean over targets of NMAD(ŷ − y) / NMAD(y), plus the mean over
                             targets of ``calibration_error``. Predicting the population median
@@ -51,6 +65,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "bias_mean": False, "bias_median": False, "frac_within_0.15dex": True, "outlier_frac": False,
     "scatter_dex": False, "coverage_68": True, "coverage_95": True, "coverage_99": True,
     "calibration_error": False, "posterior_width": False, "posterior_score": False,
+    "crps": False, "pit_ks": False,
 }
 #: Keys ranked by closeness to zero (biases) or to a nominal level (coverages), not by size.
 TARGET_VALUE: dict[str, float] = {"bias_mean": 0.0, "bias_median": 0.0, **COVERAGE_LEVELS}
@@ -196,13 +211,18 @@ def interval(samples, level: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def inside_interval(samples, true, level: float) -> np.ndarray:
+    """Boolean array of ``true``'s shape: the truth lies inside its central ``level`` interval."""
+    s, t = _posterior(samples, true)
+    lo, hi = interval(s, level)
+    return (t >= lo) & (t <= hi)
+
+
 def coverage(samples, true, level: float) -> float:
     """Fraction of truths inside their central ``level`` interval. ``samples``: (S, N) or
     (S, N, T); ``true``: (N,) or (N, T). The whole array is pooled (call per target for
     per-target coverage)."""
-    s, t = _posterior(samples, true)
-    lo, hi = interval(s, level)
-    return float(np.mean((t >= lo) & (t <= hi)))
+    return float(np.mean(inside_interval(samples, true, level)))
 
 
 def coverage_curve(samples, true, levels: Sequence[float] = CALIBRATION_GRID) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +256,57 @@ def gaussian_samples(mean, sigma, n_samples: int, seed: int = 0) -> np.ndarray:
     return m + s * rng.standard_normal((int(n_samples), *m.shape))
 
 
+def crps(samples, true) -> float:
+    """Mean CRPS of ``samples`` (S, N) against ``true`` (N,) (module table), from the sorted
+    samples: E|X − X′| = 2 / S² Σ_i (2i − S − 1) x_(i), so O(S log S) per object."""
+    s, t = _posterior(samples, true)
+    x = np.sort(s, axis=0)
+    n = x.shape[0]
+    first = np.mean(np.abs(x - t), axis=0)
+    weights = (2.0 * np.arange(1, n + 1) - n - 1).reshape((n,) + (1,) * (x.ndim - 1))
+    spread = 2.0 * np.sum(weights * x, axis=0) / n**2
+    return float(np.mean(first - 0.5 * spread))
+
+
+def pit(samples, true, seed: int = 0) -> np.ndarray:
+    """Probability integral transform of each truth under its posterior, ``(N,)`` in [0, 1]:
+    (#{x < y} + U · #{x = y}) / S, U uniform (seeded), so a truth on a clipped bound (B/T = 0)
+    whose posterior piles up there gets a uniform value, not an edge."""
+    s, t = _posterior(samples, true)
+    below = np.sum(s < t, axis=0)
+    ties = np.sum(s == t, axis=0)
+    u = np.random.default_rng(seed).uniform(size=np.shape(t))
+    return np.ravel((below + u * ties) / s.shape[0])
+
+
+def pit_histogram(samples, true, bins: int = 10, seed: int = 0) -> np.ndarray:
+    """Fraction of objects per PIT bin ``(bins,)`` (flat at 1/bins when calibrated; a U shape
+    means over-confident, a hump under-confident)."""
+    counts, _ = np.histogram(pit(samples, true, seed), bins=int(bins), range=(0.0, 1.0))
+    return counts / counts.sum()
+
+
+def pit_ks(samples, true, seed: int = 0) -> float:
+    """``pit_ks`` of the module table: sup |F_PIT(u) − u|."""
+    u = np.sort(pit(samples, true, seed))
+    n = len(u)
+    return float(max(np.max(np.arange(1, n + 1) / n - u), np.max(u - np.arange(n) / n)))
+
+
+def bootstrap_error(statistic, *arrays, n_boot: int = 500, seed: int = 0) -> float:
+    """1σ bootstrap error of ``statistic(*arrays)``: the objects (axis 0 of every array) are
+    resampled with replacement ``n_boot`` times (one index draw shared by all arrays, so paired
+    quantities keep their pairing). For a coverage, pass :func:`inside_interval` and ``np.mean``."""
+    arrays = [np.asarray(a) for a in arrays]
+    sizes = {len(a) for a in arrays}
+    if len(sizes) != 1 or 0 in sizes:
+        raise Sim2obsValueError("bootstrap arrays must describe the same (>= 1) objects", value=sorted(sizes))
+    n_obj = sizes.pop()
+    rng = np.random.default_rng(seed)
+    stats = [statistic(*[a[idx] for a in arrays]) for idx in rng.integers(0, n_obj, (int(n_boot), n_obj))]
+    return float(np.std(stats))
+
+
 def calibration_metrics(samples, true) -> dict[str, float]:
     """coverage_68/95/99, calibration_error and posterior_width of one target."""
     out = {key: coverage(samples, true, level) for key, level in COVERAGE_LEVELS.items()}
@@ -259,6 +330,50 @@ def posterior_score(pred, true, samples) -> float:
         accuracy.append(nmad(_pair(p[:, k], t[:, k])[0] - t[:, k]) / spread)
         calibration.append(calibration_error(s[:, :, k], t[:, k]))
     return float(np.mean(accuracy) + np.mean(calibration))
+
+
+def gaussian_coverage(pred, true, sigma, level: float) -> float:
+    """Fraction of truths within ŷ ± z σ, z the two-sided Gaussian quantile of ``level``
+    (1, 2, 3 for 68.27/95.45/99.73 %). Arrays of one shape; σ >= 0."""
+    from statistics import NormalDist
+
+    p, t = _pair(np.ravel(pred), np.ravel(true))
+    s = _array(np.ravel(sigma), "sigma")
+    if s.shape != p.shape or (s < 0).any():
+        raise Sim2obsValueError(f"sigma must be >= 0 with the predictions' shape {p.shape}", value=s.shape)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return float(np.mean(np.abs(p - t) <= z * s))
+
+
+def mean_abs_error(pred, true, error=None) -> float:
+    """``l1`` as the module table defines it: Dobbels' weighted ℒ1 with uncertainties, else
+    the plain mean absolute error."""
+    if error is not None:
+        return l1(pred, true, error)
+    p, t = _pair(pred, true)
+    return float(np.mean(np.abs(p - t)))
+
+
+def shared_metrics(keys, targets: Sequence[str], pred, true, errors=None, samples=None, sigma=None) -> dict[str, float]:
+    """The keys every task shares, computed the one way this module defines them: of ``keys``
+    (a task's declared metrics) ``l1``/``rmsle`` (one target) or ``<target>/l1``,
+    ``<target>/rmsle`` (several); plus ``coverage_68/95/99`` whenever ``samples`` (S, N, T)
+    or ``sigma`` (N, T) are given. ``pred``, ``true``, ``errors``: (N, T)."""
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    out: dict[str, float] = {}
+    for k, name in enumerate(targets):
+        prefix = "" if len(targets) == 1 else f"{name}/"
+        e = None if errors is None else np.asarray(errors, float)[:, k]
+        if f"{prefix}l1" in keys:
+            out[f"{prefix}l1"] = mean_abs_error(p[:, k], t[:, k], e)
+        if f"{prefix}rmsle" in keys:
+            out[f"{prefix}rmsle"] = rmsle(p[:, k], t[:, k])
+    for key, level in COVERAGE_LEVELS.items():
+        if samples is not None:
+            out[key] = coverage(samples, t, level)
+        elif sigma is not None:
+            out[key] = gaussian_coverage(p, t, sigma, level)
+    return out
 
 
 def point_metrics(pred, true) -> dict[str, float]:

@@ -40,7 +40,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -386,14 +386,20 @@ def build_morphology_net(spec: dict[str, Any], n_outputs: int, head: str = "regr
     probability layer; ``n_outputs`` must then be 37)."""
     from sim2obs.models import build_model
 
-    cfg = dict(spec)
-    cfg.update(in_channels=1, num_outputs=int(n_outputs))
+    cfg = _with_task_arguments(spec, n_outputs)
     backbone = build_model(cfg)
     if head == "regression":
         return backbone, backbone
     from sim2obs.models.gz2 import HierarchicalProbabilityNorm
 
     return nn.Sequential(backbone, nn.ReLU(), HierarchicalProbabilityNorm()), nn.Sequential(backbone, nn.ReLU())
+
+
+def _with_task_arguments(spec: dict[str, Any], n_outputs: int) -> dict[str, Any]:
+    """``spec`` with the task's ``in_channels`` (1) and ``num_outputs`` for those of these keys it
+    names (a user's class gets only its own arguments)."""
+    values = {"in_channels": 1, "num_outputs": int(n_outputs)}
+    return {**spec, **{k: v for k, v in values.items() if k in spec}}
 
 
 class MLRatioNet(nn.Module):
@@ -605,6 +611,39 @@ class MLRatioTask(Task):
         self._cache[key] = out
         return out
 
+    def spec(self):
+        """The first morphology CNN's inputs: ``{"image": (1, S, S)}`` log-scaled g band at its
+        ``image_size`` (or ``image_size``); outputs: one per morphology label (standardised)."""
+        from sim2obs.models.conformance import TaskSpec
+
+        c = self.config
+        first = next(iter(c.morphology_cnns.values()))
+        side = first.image_size or c.image_size or (int(self.galaxy_set.schema.stack("image").height)
+                                                    if "path" in c.data else int(self.simgen_config()["stamp"]))
+        n = len(self._morphology_columns())
+        return TaskSpec(input_shapes={"image": (1, int(side), int(side))}, n_targets=n, n_outputs=n)
+
+    def model_checks(self) -> list[tuple[str, Any, Any]]:
+        """Every morphology CNN, as ``cnn_gbm`` builds it."""
+        if "cnn_gbm" not in {m.name for m in self.selected_methods()}:
+            return []
+        c, spec, out = self.config, self.spec(), []
+        base = self.config.image_size
+        for name, cnn in c.morphology_cnns.items():
+            side = int(cnn.image_size or base or spec.stamp)
+            s = replace(spec, input_shapes={"image": (1, side, side)})
+            key = f"morphology_cnns.{name}.model" if cnn.model is not None else "model"
+            out.append((key, _with_task_arguments(self._cnn_model(cnn), spec.n_targets), s))
+        return out
+
+    def split_inputs(self, split: str) -> dict[str, np.ndarray]:
+        """``{"image": (N, 1, H, W)}`` float32 log-scaled g-band images in [0, 1] (§2.2; before the
+        resize to a CNN's ``image_size``), ``{"features": (N, F)}`` the luminosity, image and
+        distance statistics the LightGBM methods read (names: :meth:`_image_groups`)."""
+        groups = self._image_groups(split)
+        feats = np.concatenate([groups[g][0] for g in ("luminosity", "distance")], axis=1)
+        return {"image": self.image_features(split)["scaled"][:, None], "features": feats.astype(np.float64)}
+
     def _image_groups(self, split: str) -> dict[str, tuple[np.ndarray, list[str]]]:
         """Feature blocks of the image statistics: ``luminosity`` (luminosity statistics, image
         size, scaling value, log-image statistics), ``flux`` (the same with flux statistics: the
@@ -713,7 +752,8 @@ class MLRatioTask(Task):
             cfg.seed = int(c.seed)
             if spec.epochs is not None:
                 cfg.epochs = int(spec.epochs)
-            trainer = Trainer(cfg, loss=nn.MSELoss())
+            cfg.progress = bool(self.progress)  # bars on a terminal, epoch lines in logs
+            trainer = Trainer(cfg, loss=nn.MSELoss(), callbacks=[] if cfg.progress else [self.epoch_logger(name, cfg.epochs)])
             t0 = time.perf_counter()
             train_ds = TensorDictDataset({"image": images["train"][sub]}, torch.as_tensor(y_tr, dtype=torch.float32),
                                          ids["train"][sub])
@@ -757,7 +797,8 @@ class MLRatioTask(Task):
             cfg.epochs = int(c.ml_cnn_epochs)
         if c.ml_cnn_lr is not None:
             cfg.lr = float(c.ml_cnn_lr)
-        trainer = Trainer(cfg, loss=WeightedL1Loss())
+        cfg.progress = bool(self.progress)
+        trainer = Trainer(cfg, loss=WeightedL1Loss(), callbacks=[] if cfg.progress else [self.epoch_logger("cnn4", cfg.epochs)])
         t0 = time.perf_counter()
         train_ds = TensorDictDataset({"image": images["train"][sub]},
                                      torch.as_tensor(y["train"][sub], dtype=torch.float32), ids["train"][sub])
@@ -833,7 +874,7 @@ class MLRatioTask(Task):
         c = self.config
         return [
             Method("best_constant", "baseline", "ℒ1-optimal constant: 1/ΔΥ-weighted median of the training M/L",
-                   self._run_constant, {"kind": "weighted_median"}),
+                   self._run_constant, {"kind": "weighted_median"}, deterministic=True),
             Method("gbm_lg_z", "baseline", "LightGBM on L_g and redshift (the paper's reference method, §4.1)",
                    partial(self._run_catalogue_gbm, names=LG_Z), {"kind": "lightgbm", "features": LG_Z}),
             Method("gi_power_law", "baseline", "log M/L_g = a + b (g − i), fitted by ℒ1 on the training set (§4.3)",

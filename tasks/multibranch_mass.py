@@ -350,7 +350,7 @@ PAPER_NOTE = "Chu et al. 2024, TNG100-1 z=0, 28,110 projections (test 8,110), 30
 def _metric_names() -> tuple[str, ...]:
     keys = [f"{TARGETS[0]}/scatter_dex"]
     for t in TARGETS:
-        keys += [f"{t}/{k}" for k in ("scatter_dex", "bias_mean", "rmse", "nmad")]
+        keys += [f"{t}/{k}" for k in ("scatter_dex", "bias_mean", "rmse", "nmad", "l1")]
     return tuple(dict.fromkeys(keys))
 
 
@@ -635,7 +635,8 @@ class MultibranchMassTask(Task):
         no_mag = [f for f in cfg.lightgbm.features if f != MAGNITUDE]
         out = [
             Method("power_law", "baseline", "log y = a + b log L_r per target, least squares on the training split "
-                   "(§4.1)", lambda task, workdir: task._run_power_law(workdir), {"luminosity": LUMINOSITY}),
+                   "(§4.1)", lambda task, workdir: task._run_power_law(workdir), {"luminosity": LUMINOSITY},
+                   deterministic=True),
             Method("lightgbm", "baseline", f"LightGBM ({cfg.lightgbm.num_boost_round} trees) per target on "
                    f"{', '.join(cfg.lightgbm.features)} (§5, Table 6)",
                    lambda task, workdir: task._run_lightgbm(workdir, True),
@@ -739,10 +740,44 @@ class MultibranchMassTask(Task):
 
     # -- networks -------------------------------------------------------------------------
     def _model_config(self, inputs: Sequence[str], n_outputs: int) -> dict[str, Any]:
+        """``model`` with the task's ``input_channels``, ``num_outputs`` and ``enabled`` for those of
+        these keys it names (a user's class gets only its own arguments)."""
         m = to_plain(self.config.model)
         channels = {b: 2 if (self.config.kinmask_channel and b in KIN_BRANCHES) else 1 for b in BRANCHES}
-        m.update(input_channels=channels, num_outputs=int(n_outputs), enabled=list(inputs))
+        values = {"input_channels": channels, "num_outputs": int(n_outputs), "enabled": list(inputs)}
+        m.update({k: v for k, v in values.items() if k in m})
         return m
+
+    def spec(self):
+        """The ``cnn``'s inputs ``{branch: (C, H, W)}`` (a dict; channels 2 for the kinematic maps
+        with ``kinmask_channel``), outputs: the three targets (``joint``) or one per network."""
+        from sim2obs.models.conformance import TaskSpec
+
+        cfg = self.config
+        px = int(cfg.image_resolution)
+        if "path" in cfg.data:
+            kin = int(self.galaxy_set.schema.stack("vmap").height)
+        else:
+            kin = int(cfg.data.get("kin_px", 48))
+        shapes = {b: (2 if (cfg.kinmask_channel and b in KIN_BRANCHES) else 1,) + ((kin, kin) if b in KIN_BRANCHES
+                                                                                   else (px, px))
+                  for b in BRANCHES if b in cfg.inputs}
+        n = len(self.targets) if cfg.joint else 1
+        return TaskSpec(input_shapes=shapes, n_targets=n, n_outputs=n)
+
+    def model_checks(self) -> list[tuple[str, Any, Any]]:
+        """``model`` as the ``cnn`` builds it (a network of one input gets a tensor, not a dict:
+        checked when it runs)."""
+        if "cnn" not in {m.name for m in self.selected_methods()} or len(self.config.inputs) < 2:
+            return []
+        spec = self.spec()
+        return [("model", self._model_config(tuple(spec.input_shapes), spec.n_targets), spec)]
+
+    def split_inputs(self, split: str) -> dict[str, np.ndarray]:
+        """``{branch: (N, C, H, W)}`` float32 inputs of the ``cnn``'s branches, scaled to [0, 1]
+        with the training split's scaling (:meth:`network_inputs`)."""
+        px = int(self.config.image_resolution)
+        return {b: self.network_inputs(b, px, split) for b in BRANCHES if b in self.config.inputs}
 
     def _run_network(self, workdir: Path, inputs: Sequence[str], px: int, ablation: bool) -> MethodOutput:
         """Train the multi-branch network(s) on train, keep the best validation epoch, predict the
@@ -755,7 +790,7 @@ class MultibranchMassTask(Task):
         split = cfg.eval_split
         inputs = tuple(inputs)
         tcfg = self.trainer_config(ablation=ablation)
-        tcfg = replace(tcfg, progress=bool(tcfg.progress and self.progress))
+        tcfg = replace(tcfg, progress=bool(self.progress))  # bars on a terminal, epoch lines in logs
         y = {s: self.labels(s) for s in ("train", "val")}
         mu, sd = y["train"].mean(axis=0), y["train"].std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
@@ -785,7 +820,8 @@ class MultibranchMassTask(Task):
                         "target_scale": [mu[cols].tolist(), sd[cols].tolist()],
                         "model": model_cfg, "trainer": {k: v for k, v in to_plain(tcfg).items() if k != "progress"}}
             fit_dir = root / f"fit-{stable_hash(identity, 12)}"
-            trainer = Trainer(tcfg, loss=nn.MSELoss())
+            trainer = Trainer(tcfg, loss=nn.MSELoss(), callbacks=[] if tcfg.progress else
+                              [self.epoch_logger(f"{workdir.name} {'+'.join(inputs)}", tcfg.epochs)])
             fit = trainer.fit(net, data["train"], data["val"], fit_dir, model_config=model_cfg)
             atomic_write(fit_dir / "identity.json", lambda f: f.write(json.dumps(identity, indent=2) + "\n"), mode="w")
             pred = trainer.predict(net, data[split])
@@ -820,6 +856,7 @@ class MultibranchMassTask(Task):
             out[f"{t}/bias_mean"] = M.bias_mean(p, y)
             out[f"{t}/rmse"] = M.rmse(p, y)
             out[f"{t}/nmad"] = M.nmad(p - y)
+        out.update(M.shared_metrics(self.metadata.metrics, self.targets, predictions.values, truth.values, truth.errors))
         return out
 
     def summarise(self, rows: list[dict], out_dir: Path) -> None:

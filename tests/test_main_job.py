@@ -14,7 +14,7 @@ TINY = [
     "task.ml_ratio.data.n=60", "task.ml_ratio.data.stamp=32", "task.ml_ratio.data.seed=5", "task.ml_ratio.methods=[best_constant,gi_power_law]",
     "task.metallicity.data.n=60", "task.metallicity.data.stamp=32", "task.metallicity.data.seed=5", "task.metallicity.methods=[mean,random_forest]",
     "task.metallicity.random_forest.n_estimators=10",
-    "task.bt_posterior.data.n=40", "+task.bt_posterior.data.shard_size=20", "task.bt_posterior.methods=[prior]",
+    "task.bt_posterior.data.n=40", "++task.bt_posterior.data.shard_size=20", "task.bt_posterior.methods=[prior]",
     "task.bt_posterior.n_samples=50",
     "task.multibranch_mass.data.source.minisim.n_galaxies=12", "task.multibranch_mass.data.image_px=40",
     "task.multibranch_mass.data.rebin_px=[20]", "+task.multibranch_mass.data.kin_px=16",
@@ -51,7 +51,7 @@ def test_main_job_prints_one_table_for_every_task(main_job):
     rows = json.loads((main_job["root"] / "results" / "results.json").read_text())
     assert {r["task"] for r in rows} == {"ml_ratio", "metallicity", "bt_posterior", "multibranch_mass"}
     for r in rows:
-        folder = main_job["root"] / "results" / r["task"] / "quick" / r["method"]
+        folder = main_job["root"] / "results" / r["task"] / "quick" / "seed-0" / r["method"]
         assert (folder / "predictions_test.h5").exists() and (folder / "result.json").exists()
         assert np.isfinite(r["value"])
     assert (main_job["root"] / "results" / "leaderboard" / "index.html").exists()

@@ -55,9 +55,10 @@ def test_exports_show_sim_real_and_gap_columns():
     first = text.splitlines()[2].split()
     assert first[:2] == ["1", "b"]
     md = to_markdown(ranked, ["rmse"])
-    assert md.splitlines()[1].startswith("|---|") and "| 2 | a | 3 | 0.12 ± 0.02 | 0.32 ± 0.028 | +0.2 |" in md
+    assert md.splitlines()[1].startswith("|---|") and "| 2 | a | 3 | 0.12 ± 0.02 | 2 | 0.32 ± 0.028 | +0.2 |" in md
     csv_rows = to_csv(ranked, ["rmse"]).strip().splitlines()
-    assert csv_rows[0].startswith("task,rank,model,config_hash,kind,n_seeds,run_ids,rmse_mean,rmse_std")
+    assert csv_rows[0].startswith("task,rank,model,model_key,kind,data_name,data_hash,split,n_objects,n_seeds,")
+    assert csv_rows[0].endswith("rmse_mean,rmse_std")
     assert len(csv_rows) == 1 + 4  # b sim, a sim, a real, c sim
 
 

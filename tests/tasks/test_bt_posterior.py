@@ -110,6 +110,41 @@ def test_metric_keys_are_shared_keys():
     assert all(np.isfinite(ranking_loss(k, 0.5)) for k in keys)  # every key is rankable by its last part
 
 
+def test_config_refuses_unknown_covariance_and_draws_without_a_gaussian_head():
+    with pytest.raises(ConfigError, match="covariance"):
+        build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["covariance=tied"]))
+    with pytest.raises(ConfigError, match="draws_per_pass"):
+        build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["aleatoric=false"]))
+    build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["aleatoric=false", "draws_per_pass=1"]))
+
+
+def test_quick_preset_is_hsc_like_with_gampen_population_and_posterior():
+    """The quick data: HSC pixels, ~0.6-0.9 arcsec seeing, sky noise 3 mag below SDSS per arcsec^2,
+    z < 0.25, r <= 17.77, 25 % single-component galaxies; the posterior: full-covariance head,
+    >= 1000 samples, the same S for selection and test, recalibration on."""
+    from sim2obs.simgen import galsim_bulge_disk as G
+
+    cfg = load_task_config("bt_posterior", "quick")
+    assert cfg["aleatoric"] and cfg["covariance"] == "full" and cfg["recalibrate"]
+    assert cfg["n_samples"] >= 1000 and cfg["val_samples"] is None
+    task = build_task("bt_posterior", cfg)
+    sim = task.simgen_config()
+    assert sim["pixel_scale"] == 0.168 and sim["stamp"] * 0.168 >= 16.0
+    sdss = G.coerce_config({"bands": ["r"]})
+    hsc = G.coerce_config({**sim, "n": 3000})
+    per_arcsec = [G.sky_sigma_nmgy(c, "r") / c.pixel_scale for c in (sdss, hsc)]
+    assert 2.5 * np.log10(per_arcsec[0] / per_arcsec[1]) == pytest.approx(3.0, abs=0.1)
+    p = G.draw_parameters(hsc)
+    assert 0.6 < np.median(p["psf_fwhm_r"]) < 0.8 and np.percentile(p["psf_fwhm_r"], 95) < 0.95
+    assert p["redshift"].max() <= 0.25 and p["mag_r"].max() <= 17.77
+    single = (p["bt_r"] == 0) | (p["bt_r"] == 1)
+    assert np.mean(single) == pytest.approx(0.25, abs=0.03)
+    assert np.mean(p["bt_r"] == 0) == pytest.approx(0.125, abs=0.025)
+    both = p["bt_r"][~single]
+    assert both.min() > 0 and both.max() < 1 and 0.3 < np.mean(both < 0.5) < 0.7  # flat B/T prior
+    assert np.all(np.isfinite(p["bulge_hlr_arcsec"])) and np.all(np.isfinite(p["disk_size_residual_dex"]))
+
+
 def test_config_refuses_label_changing_augmentation_and_log_bt():
     with pytest.raises(ConfigError, match="zoom"):
         build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["trainer.augment={zoom: [0.7, 1.3]}"]))
@@ -129,7 +164,8 @@ def _synthetic(task, split, width, seed=0, n_samples=400):
     N(truth, sigma): calibrated when width == 1, over-confident when < 1."""
     truth = task.truth(split)
     rng = np.random.default_rng(seed)
-    sigma = np.array([0.1, 0.3, 20.0])
+    # B/T: 0.1; R_e and flux: 5 % of the truth, so the centres (the point estimates) stay positive
+    sigma = np.array([0.1, 0.05, 0.05]) * np.where([False, True, True], truth.values, 1.0)
     centre = truth.values + sigma * rng.standard_normal(truth.values.shape)
     samples = centre + width * sigma * rng.standard_normal((n_samples, *truth.values.shape))
     return Predictions(truth.ids, centre, task.targets, samples=samples)
@@ -191,6 +227,27 @@ def test_quick_path_end_to_end(tiny_task, tmp_path):
     assert float(selected) == gampen["info"]["dropout"]
     assert not (out / "gampen_fixed_dropout" / "dropout_selection.csv").exists()
     assert (out / "summary.md").exists() and (out / "coverage_curves.csv").exists()
+    # GaMPEN 2022 posterior: full-covariance Gaussian head, recalibrated widths recorded per method
+    for r in rows[1:]:
+        info = r["info"]
+        assert info["likelihood"] == "gaussian_full" and info["draws_per_pass"] == 20
+        recal = json.loads((out / r["method"] / "recalibration.json").read_text())
+        assert recal["fitted_on"] == "val" and set(recal["width_scale"]) == set(TARGETS)
+        assert all(0.2 <= v <= 5.0 for v in recal["width_scale"].values())
+        assert info["recalibration"]["width_scale"] == recal["width_scale"]
+        for t in TARGETS:
+            assert r["metrics"][f"{t}/crps"] > 0 and 0 <= r["metrics"][f"{t}/pit_ks"] <= 1
+    assert "width_scale" in gampen["info"]["dropout_table"][0]
+    # the rate is chosen by the validation calibration of the reported (recalibrated) posterior
+    dtab = gampen["info"]["dropout_table"]
+    assert all({"raw_distance", "distance"} <= set(r) for r in dtab)
+    assert min(dtab, key=lambda r: (round(r["distance"], 12), r["rate"]))["rate"] == gampen["info"]["dropout"]
+    boot = (out / "coverage_bootstrap.csv").read_text().splitlines()
+    assert boot[0].startswith("method,target,coverage_68,coverage_68_err") and len(boot) == 1 + 4 * 3
+    assert all(0 < float(line.split(",")[3]) < 0.5 for line in boot[1:])  # a bootstrap error, not 0
+    pit = (out / "pit_histogram.csv").read_text().splitlines()
+    assert len(pit) == 1 + 4 * 3 * 10
+    assert "± " in (out / "summary.md").read_text() and (out / "gampen" / "pit_histogram.png").exists()
     # rerun: every method's result is reused, nothing retrained
     stamps = {r["method"]: (out / r["method"] / "result.json").stat().st_mtime_ns for r in rows}
     messages = []

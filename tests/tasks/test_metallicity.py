@@ -200,7 +200,7 @@ def test_quick_path_end_to_end(tiny_run):
         preds = Predictions.load(mdir / r["predictions"])
         assert np.array_equal(np.sort(preds.ids), test_ids) and len(preds.ids) == len(test_ids)
         assert preds.targets == ("oh12",) and np.isfinite(preds.values).all()
-        assert set(r["metrics"]) == {"rmse", "nmad", "bias_mean", "bias_median", "outlier_frac"}
+        assert set(r["metrics"]) == {"rmse", "l1", "nmad", "bias_mean", "bias_median", "outlier_frac"}
         assert all(math.isfinite(v) for v in r["metrics"].values())
         assert r["value"] == r["metrics"]["rmse"] > 0
         assert json.loads((mdir / "result.json").read_text())["run_key"] == r["run_key"]

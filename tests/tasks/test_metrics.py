@@ -136,3 +136,47 @@ def test_ranking_direction():
     assert not m.is_better("coverage_68", 0.95, 0.70)  # over-coverage is 0.27 off, under 0.02
     with pytest.raises(Sim2obsValueError, match="unknown metric"):
         m.is_better("accuracy", 1, 0)
+
+
+# ---------------------------------------------------------------------------- CRPS, PIT, bootstrap
+def test_crps_matches_the_gaussian_closed_form():
+    """CRPS(N(mu, s), y) = s (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)), z = (y - mu) / s
+    (Gneiting & Raftery 2007); the sample estimator agrees, and a point mass gives |x - y|."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    y = np.array([0.0, 0.7, -2.0, 3.0])
+    s = 1.5
+    samples = s * rng.standard_normal((20_000, len(y)))
+    z = y / s
+    exact = s * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
+    assert m.crps(samples, y) == pytest.approx(exact.mean(), rel=0.01)
+    assert m.crps(np.full((5, 2), 1.0), np.array([1.0, 3.0])) == pytest.approx(1.0)  # (0 + 2) / 2
+
+
+def test_pit_is_uniform_for_a_calibrated_posterior_and_u_shaped_for_an_overconfident_one():
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=2000)
+    truth = centre + rng.normal(size=2000)
+    good = centre + rng.normal(size=(500, 2000))
+    assert m.pit_ks(good, truth) < 0.04
+    assert np.allclose(m.pit_histogram(good, truth), 0.1, atol=0.025)
+    narrow = centre + 0.3 * rng.normal(size=(500, 2000))
+    hist = m.pit_histogram(narrow, truth)
+    assert m.pit_ks(narrow, truth) > 0.2 and hist[0] > 0.25 and hist[-1] > 0.25
+    # truths on a bound the samples pile up on (B/T = 0) get spread PIT values, not 0
+    tied = m.pit(np.zeros((100, 500)), np.zeros(500))
+    assert 0.4 < tied.mean() < 0.6 and tied.min() >= 0 and tied.max() <= 1
+
+
+def test_bootstrap_error_of_a_coverage_is_binomial():
+    rng = np.random.default_rng(2)
+    inside = rng.uniform(size=400) < 0.7
+    err = m.bootstrap_error(np.mean, inside, n_boot=2000, seed=3)
+    assert err == pytest.approx(np.sqrt(0.7 * 0.3 / 400), rel=0.15)
+    assert m.bootstrap_error(np.mean, inside, n_boot=200, seed=3) == m.bootstrap_error(np.mean, inside,
+                                                                                        n_boot=200, seed=3)
+    with pytest.raises(Sim2obsValueError, match="same"):
+        m.bootstrap_error(lambda a, b: 0.0, np.zeros(3), np.zeros(4))
+    samples = rng.normal(size=(300, 50))
+    assert np.mean(m.inside_interval(samples, np.zeros(50), 0.9545)) == m.coverage(samples, np.zeros(50), 0.9545)
