@@ -1084,8 +1084,15 @@ def main(argv: Sequence[str] | None = None) -> FitResult:
     loss = instantiate(cfg.loss, _convert_="all") if cfg.get("loss") is not None else None
     was_initialised = _dist() is not None
     try:
-        return Trainer(trainer_cfg, loss=loss).fit(model, train, val, cfg.out_dir,
-                                                   model_config=OmegaConf.to_container(cfg.model, resolve=True))
+        result = Trainer(trainer_cfg, loss=loss).fit(model, train, val, cfg.out_dir,
+                                                     model_config=OmegaConf.to_container(cfg.model, resolve=True))
+        dist = _dist()
+        if dist is not None and not was_initialised:
+            # No rank tears its Gloo pairs down while another still uses the group (rank 0 writes
+            # after the last collective); suspected cause of a one-off abort at exit in CI,
+            # "terminate called without an active exception".
+            dist.barrier()
+        return result
     finally:
         dist = _dist()
         if dist is not None and not was_initialised:

@@ -145,3 +145,24 @@ def apply_width_scale(samples, scale) -> np.ndarray:
         raise Sim2obsValueError("one positive width factor per target is needed", value=f.tolist())
     med = np.median(s, axis=0)
     return med + f * (s - med)
+
+
+class NLLWithMeanMSE(torch.nn.Module):
+    """``nll(outputs, y) + weight * mean((mean(outputs) - y)^2)``: the Gaussian NLL plus a squared
+    error on the predicted mean (the first ``num_targets`` outputs).
+
+    Under the NLL alone the mean's gradient is divided by the predicted variance, so a target whose
+    variance the head first inflates to the prior's (B/T) learns its mean slowly (Seitzer et al.
+    2022, "On the pitfalls of heteroscedastic uncertainty estimation"); the squared-error term keeps
+    a variance-independent pull on the mean. ``num_outputs`` is the NLL's."""
+
+    def __init__(self, nll: torch.nn.Module, weight: float = 1.0):
+        super().__init__()
+        if not weight >= 0:
+            raise Sim2obsValueError("the mean-squared-error weight must be >= 0", value=weight)
+        self.nll, self.weight = nll, float(weight)
+        self.num_targets, self.num_outputs = nll.num_targets, nll.num_outputs
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        mse = ((outputs[..., :self.num_targets] - targets) ** 2).sum(-1).mean()
+        return self.nll(outputs, targets) + self.weight * mse

@@ -6,7 +6,7 @@ Public API (the rest lives in the sub-packages ``simgen``, ``models``, ``tasks``
     gs = open_galaxy_set("sim2obs_data/galsim_bulge_disk-<hash>")
     table = gs.catalog(split="train")                 # astropy Table with units
     images = gs.images("image", split="test")         # (n, bands, H, W) float32
-    ds = gs.torch_dataset("train", targets=["ml_g"])  # lazy torch Dataset
+    ds = gs.torch_dataset("train", targets=["ml_g"])  # torch Dataset (held in memory when it fits)
 """
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsError, Sim2obsValueError, UnknownNameError
 from sim2obs.galaxyset import (ColumnSpec, GalaxySet, GalaxySetSchema, GalaxySetWriter, StackSpec,

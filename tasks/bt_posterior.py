@@ -9,10 +9,12 @@ half-light radius ``r_e_r`` (arcsec) and the total flux ``flux_r`` (nanomaggies)
 Posterior (GaMPEN 2022)
     The network's head predicts the mean and the Cholesky factor of the full 3 x 3 covariance of a
     Gaussian (``aleatoric: true``, ``covariance: full``; 9 outputs) and is trained with the
-    Gaussian negative log-likelihood. At prediction time dropout stays on (Monte-Carlo dropout,
+    Gaussian negative log-likelihood (the quick preset adds the squared error of the mean,
+    ``mean_mse_weight``: under the NLL alone B/T's mean did not learn in its CPU budget). At
+    prediction time dropout stays on (Monte-Carlo dropout,
     Gal & Ghahramani 2016): every pass draws its masks (epistemic) and then ``draws_per_pass``
     points from the Gaussian it predicts (aleatoric), ``n_samples`` in all (1000, as the paper;
-    the quick preset uses 100 passes x 10 draws). The dropout rate is a variational parameter:
+    the quick preset uses 50 passes x 20 draws). The dropout rate is a variational parameter:
     several rates are trained and, for each, one width factor per target is fitted on the
     validation split as an explicit recorded step (``recalibrate``;
     :func:`sim2obs.models.gaussian_head.fit_width_scale`: samples scaled about their median in
@@ -370,7 +372,9 @@ class BTPosteriorConfig(TaskConfig):
     mean-squared error; every MC-dropout pass then draws ``draws_per_pass`` points from the Gaussian
     it predicts (``n_samples`` = passes x draws). ``covariance``: ``full`` (mean + Cholesky factor of
     the T x T covariance, :class:`~sim2obs.models.uncertainty.FullCovarianceGaussianNLL`, GaMPEN's
-    ``aleatoric_cov``) or ``diagonal``. ``recalibrate``: after the dropout rate is chosen, fit one
+    ``aleatoric_cov``) or ``diagonal``. ``mean_mse_weight``: add this weight times the squared
+    error of the predicted mean to the NLL (:class:`~sim2obs.models.gaussian_head.NLLWithMeanMSE`;
+    0: the NLL alone, as GaMPEN). ``recalibrate``: after the dropout rate is chosen, fit one
     width factor per target on the validation split (:func:`~sim2obs.models.gaussian_head.fit_width_scale`,
     in the scaled-label space) and apply it to the evaluation posteriors; recorded in the run's
     ``recalibration`` info and ``recalibration.json``. ``log_targets``: targets trained in log10.
@@ -396,6 +400,7 @@ class BTPosteriorConfig(TaskConfig):
     covariance: str = "full"
     draws_per_pass: int = 1
     recalibrate: bool = True
+    mean_mse_weight: float = 0.0
     log_targets: list[str] = field(default_factory=list)
     stretch_softening: float = 0.1
     point_estimate: str = "mode"
@@ -455,6 +460,8 @@ class BTPosteriorTask(Task):
         if c.covariance not in ("full", "diagonal"):
             raise ConfigError(f"{pre}.covariance", "unknown covariance", value=c.covariance,
                               allowed=["full", "diagonal"])
+        if not c.mean_mse_weight >= 0:
+            raise ConfigError(f"{pre}.mean_mse_weight", "must be >= 0", value=c.mean_mse_weight)
         if int(c.draws_per_pass) < 1 or (int(c.draws_per_pass) > 1 and not c.aleatoric):
             raise ConfigError(f"{pre}.draws_per_pass", "needs >= 1, and > 1 only with the aleatoric head "
                               "(without it a pass is one deterministic output)", value=c.draws_per_pass)
@@ -736,7 +743,8 @@ class _Networks:
         return {"task": self.task.name, "version": self.task.metadata.version,
                 "data": self.task.galaxy_set.content_hash, "model": dict(model_cfg), "dropout": float(rate),
                 "aleatoric": self.c.aleatoric, "log_targets": list(self.c.log_targets),
-                **({"covariance": self.c.covariance} if self.c.aleatoric else {}),
+                **({"covariance": self.c.covariance, "mean_mse_weight": self.c.mean_mse_weight}
+                   if self.c.aleatoric else {}),
                 "softening": self.c.stretch_softening, "trainer": trainer}
 
     def folder(self, model_cfg: Mapping[str, Any], rate: float) -> Path:
@@ -756,7 +764,7 @@ class _Networks:
 
         from sim2obs.models import build_model
         from sim2obs.models.engine import Trainer, seed_everything
-        from sim2obs.models.gaussian_head import gaussian_loss
+        from sim2obs.models.gaussian_head import NLLWithMeanMSE, gaussian_loss
 
         seed_everything(self.trainer_cfg.seed)
         overrides = _task_arguments(model_cfg, rate, self.n_out)
@@ -767,6 +775,8 @@ class _Networks:
             raise ConfigError(f"task.{self.task.name}.data.stamp", f"{type(model).__name__} needs images of at "
                               f"least {need} px", value=stamp)
         loss = gaussian_loss(len(self.task.targets), self.c.covariance) if self.c.aleatoric else nn.MSELoss()
+        if self.c.aleatoric and self.c.mean_mse_weight > 0:
+            loss = NLLWithMeanMSE(loss, self.c.mean_mse_weight)
         train, val = self.datasets()
         t0 = time.perf_counter()
         tcfg = replace(self.trainer_cfg, progress=bool(self.task.progress))  # bars on a terminal, epoch lines in logs
@@ -878,7 +888,8 @@ class _Networks:
         recs = [self.validation(self.c.model, r) for r in self.c.dropout_rates]
 
         def table(key: str | None) -> dict:
-            return {rec["rate"]: {float(lvl): [(rec[key] if key else rec)["coverage"][t][lvl] for t in self.task.targets]
+            return {rec["rate"]: {float(lvl): [(rec[key] if key else rec)["coverage"][t][lvl]
+                                               for t in self.task.targets]
                                   for lvl in rec["pooled"]} for rec in recs}
 
         _, raw = select_dropout_rate(table(None))

@@ -116,3 +116,24 @@ def test_width_scale_refuses_bad_input():
         fit_width_scale(np.full((10, 5, 1), np.nan), np.zeros((5, 1)))
     with pytest.raises(Sim2obsValueError, match="positive"):
         apply_width_scale(np.zeros((10, 5, 2)), [1.0, -1.0])
+
+
+def test_nll_with_mean_mse_adds_a_variance_free_pull_on_the_mean():
+    from sim2obs.models.gaussian_head import NLLWithMeanMSE
+
+    nll = gaussian_loss(2, "diagonal")
+    loss = NLLWithMeanMSE(nll, weight=0.5)
+    assert loss.num_outputs == 4 and loss.num_targets == 2
+    y = torch.tensor([[1.0, -1.0], [0.0, 2.0]])
+    out = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0]], requires_grad=True)  # variance e^4
+    total = loss(out, y)
+    mse = ((out[:, :2] - y) ** 2).sum(-1).mean()
+    assert torch.allclose(total, nll(out, y) + 0.5 * mse)
+    total.backward()
+    g_mixed = out.grad[:, :2].clone()
+    out.grad = None
+    nll(out, y).backward()
+    # with a wide predicted variance the NLL barely moves the mean; the squared error still does
+    assert (g_mixed.abs() >= 20 * out.grad[:, :2].abs()).all() and g_mixed.abs().sum() > 1.0
+    with pytest.raises(Sim2obsValueError, match=">= 0"):
+        NLLWithMeanMSE(nll, weight=-1.0)

@@ -116,6 +116,8 @@ def test_config_refuses_unknown_covariance_and_draws_without_a_gaussian_head():
     with pytest.raises(ConfigError, match="draws_per_pass"):
         build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["aleatoric=false"]))
     build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["aleatoric=false", "draws_per_pass=1"]))
+    with pytest.raises(ConfigError, match="mean_mse_weight"):
+        build_task("bt_posterior", load_task_config("bt_posterior", "quick", ["mean_mse_weight=-1"]))
 
 
 def test_quick_preset_is_hsc_like_with_gampen_population_and_posterior():
