@@ -279,6 +279,11 @@ class GalaxySetWriter:
                                           track_times=False, **packing)
                     ds.attrs["channels"] = json.dumps(list(spec.channels))
                     ds.attrs["unit"] = spec.unit
+                    # Chunks wait in HDF5's chunk cache until the dataset is flushed or closed; when
+                    # the close came with Python's garbage collection, the chunks landed at another
+                    # place in the file in some processes (same data, other bytes). Flushed here,
+                    # the layout is the same in every process.
+                    ds.flush()
                 c = f.create_group("catalog")
                 for spec in self.schema.columns:
                     ds = c.create_dataset(spec.name, data=arrays["catalog"][spec.name], track_times=False)
