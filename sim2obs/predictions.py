@@ -35,8 +35,8 @@ class Predictions:
         if self.values.ndim == 1:
             self.values = self.values[:, None]
         self.targets = tuple(self.targets)
-        if self.samples is not None:
-            self.samples = np.asarray(self.samples, dtype=np.float64)
+        if self.samples is not None:  # asanyarray: sorted samples keep their type (tasks.metrics)
+            self.samples = np.asanyarray(self.samples, dtype=np.float64)
             if self.samples.ndim == 2:
                 self.samples = self.samples[:, :, None]
         if self.sigma is not None:

@@ -15,6 +15,7 @@ dataclass (subclass of :class:`TaskConfig`). It
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -30,10 +31,13 @@ from sim2obs.config import coerce_dataclass, fill_task_spec, has_task_spec, to_p
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, package_versions, stable_hash
+from sim2obs.tasks import metrics as M
+from sim2obs.tasks.bootstrap import Replicates, bootstrap_indices, paired_differences, replicate_metrics
 
 PREDICTIONS_FILE = "predictions_{split}.h5"
 RESULT_FILE = "result.json"
 RESULTS_FILE = "results.json"
+DIFFERENCES_FILE = "differences.csv"
 SHARED_DIR = "_shared"
 
 
@@ -82,13 +86,15 @@ class TaskMetadata:
 class TaskConfig:
     """Settings every task has. ``data``: generator overrides (``{"generator": "galsim",
     "n": 2000, ...}``) or a real set ``{"path": ..., "content_hash": ...}``; ``methods``: the
-    methods to run (null: all); ``eval_split``: the held-out split the task scores."""
+    methods to run (null: all); ``eval_split``: the held-out split the task scores;
+    ``n_bootstrap``: resamples of the evaluated objects behind every recorded error."""
 
     data: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None
     eval_split: str = "test"
     seed: int = 0
     plots: bool = True
+    n_bootstrap: int = 200
 
 
 @dataclass
@@ -101,6 +107,11 @@ class Truth:
     values: np.ndarray
     errors: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def subset(self, order: np.ndarray) -> "Truth":
+        """Rows ``order`` (an index array, repeats allowed) of every field."""
+        return Truth(self.ids[order], self.values[order], None if self.errors is None else self.errors[order],
+                     {k: np.asarray(v)[order] for k, v in self.extra.items()})
 
 
 @dataclass
@@ -448,8 +459,8 @@ class Task:
         """The task's metrics, plus the shared keys it declares but leaves to
         :func:`~sim2obs.tasks.metrics.shared_metrics` (``l1``, ``rmsle``) and the coverages of
         any predictions with posterior samples or σ."""
-        from sim2obs.tasks import metrics as M
-
+        if predictions.samples is not None:  # every posterior metric is per-target marginal: sort once
+            predictions = dataclasses.replace(predictions, samples=M.sorted_samples(predictions.samples))
         out = dict(self.compute_metrics(predictions, truth))
         shared = M.shared_metrics(self.metadata.metrics, self.targets, predictions.values, truth.values,
                                   truth.errors, predictions.samples, predictions.sigma)
@@ -560,7 +571,8 @@ class Task:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         split = self.config.eval_split
-        rows = []
+        rows: list[dict] = []
+        replicates: dict[str, Replicates] = {}
         for method in self.selected_methods():
             mdir = out_dir / method.name
             key = self.run_key(method)
@@ -569,6 +581,8 @@ class Task:
                 row = json.loads(done.read_text())
                 if row.get("run_key") == key:
                     log(f"  {self.name}/{method.name}: done before, reusing ({row['main_score']} = {row['value']:.4g})")
+                    aligned, truth = self.align(Predictions.load(mdir / row["predictions"]), split)
+                    replicates[method.name] = self._replicates(aligned, truth)
                     rows.append(row)
                     continue
             mdir.mkdir(parents=True, exist_ok=True)
@@ -579,6 +593,7 @@ class Task:
             preds = output.predictions
             aligned, truth = self.align(preds, split)
             metrics = self._score(aligned, truth)
+            replicates[method.name] = self._replicates(aligned, truth)
             pred_path = preds.save(mdir / PREDICTIONS_FILE.format(split=split), task=self.name, split=split,
                                    method=method.name)
             if self.config.plots:
@@ -588,7 +603,8 @@ class Task:
                 "kind": method.kind, "description": method.description, "split": split,
                 "deterministic": method.deterministic,
                 "main_score": self.metadata.main_score, "value": metrics[self.metadata.main_score],
-                "metrics": metrics, "paper": _paper(self.metadata, method.name),
+                "metrics": metrics, "errors": replicates[method.name].errors(),
+                "n_bootstrap": self.config.n_bootstrap, "paper": _paper(self.metadata, method.name),
                 "data": self.data_identity, "method_config": method.config, "task_config": to_plain(self.config),
                 "info": output.info, "wall_seconds": wall, "predictions": pred_path.name,
                 "predictions_sha256": file_sha256(pred_path), "run_key": key, "package_versions": package_versions(),
@@ -596,10 +612,31 @@ class Task:
             atomic_write(done, lambda f: f.write(json.dumps(row, indent=2, default=str) + "\n"), mode="w")
             log(f"  {self.name}/{method.name}: {row['main_score']} = {row['value']:.4g} ({wall:.1f} s)")
             rows.append(row)
+        self.write_differences(rows, replicates, out_dir)
         self.summarise(rows, out_dir)
         text = json.dumps(rows, indent=2, default=str) + "\n"
         atomic_write(out_dir / RESULTS_FILE, lambda f: f.write(text), mode="w")
         return rows
+
+
+    def _replicates(self, aligned: Predictions, truth: Truth) -> Replicates:
+        """Every metric on the task's bootstrap resamples of the evaluated objects (the same
+        resamples for every method, so differences are paired)."""
+        idx = bootstrap_indices(len(truth.ids), self.config.n_bootstrap, seed=self.config.seed)
+        if aligned.samples is not None:  # sorted once here; every resample's subset stays sorted
+            aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
+        return replicate_metrics(self._score, aligned, truth, idx)
+
+    def write_differences(self, rows: Sequence[Mapping[str, Any]], replicates: Mapping[str, Replicates],
+                          out_dir: Path) -> list[dict]:
+        """``differences.csv``: each method's main score minus every baseline's, with the paired
+        bootstrap 1σ error; returned as rows."""
+        values = {r["method"]: float(r["value"]) for r in rows}
+        baselines = [r["method"] for r in rows if r["kind"] == "baseline"]
+        diffs = paired_differences(replicates, values, self.metadata.main_score, reference=baselines or None)
+        if diffs:
+            write_csv_rows(out_dir / DIFFERENCES_FILE, diffs)
+        return diffs
 
 
 def log_stderr(line: str) -> None:
@@ -638,14 +675,17 @@ def _paper(meta: TaskMetadata, method: str) -> dict | None:
 
 
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table: task, method, kind, main score, our value, the paper's value."""
+    """A plain-text table: task, method, kind, main score, our value (± its 1σ bootstrap error),
+    the paper's value."""
     header = ("task", "method", "kind", "score", "value", "paper (real data)")
     lines = []
     for r in rows:
         paper = r.get("paper")
         ptxt = "" if not paper else (f"{paper['metric']} = " if paper.get("metric") else "") + \
             f"{paper['value']:.4g}" + (f"  {paper['note']}" if paper.get("note") else "")
-        lines.append((r["task"], r["method"], r["kind"], r["main_score"], f"{r['value']:.4g}", ptxt))
+        err = (r.get("errors") or {}).get(r["main_score"])
+        value = f"{r['value']:.4g}" + ("" if err is None else f" ± {err:.2g}")
+        lines.append((r["task"], r["method"], r["kind"], r["main_score"], value, ptxt))
     return text_table(header, lines)
 
 
