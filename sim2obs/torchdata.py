@@ -19,14 +19,16 @@ and the training engine then serves it in its own process; workers remain for la
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from sim2obs.errors import Sim2obsValueError
-from sim2obs.galaxyset import GalaxySet
+
+if TYPE_CHECKING:  # annotations only: the reader imports this module (GalaxySet.torch_dataset), not the reverse
+    from sim2obs.galaxyset import GalaxySet
 
 #: Default memory cap (GiB) for holding a split's images in RAM (``in_memory="auto"``).
 DEFAULT_MAX_MEMORY_GB = 2.0

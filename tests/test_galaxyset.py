@@ -226,7 +226,7 @@ def test_large_set_checks_images_on_access(tmp_path, monkeypatch):
     path = tmp_path / "s"
     write_set(path)
     _damage(path, 0, lambda f: f["images/image"].__setitem__((3, 0, 0, 0), np.nan))
-    monkeypatch.setattr("sim2obs.galaxyset._AUTO_IMAGE_SCAN_BYTES", 0)  # pretend the set is huge
+    monkeypatch.setattr("sim2obs.galaxyset.reader._AUTO_IMAGE_SCAN_BYTES", 0)  # pretend the set is huge
     gs = open_galaxy_set(path)  # schema-only check passes
     gs.read_image("image", 2)
     with pytest.raises(DataFormatError, match="object 3"):
