@@ -5,6 +5,9 @@ Each galaxy is a concentric elliptical Sersic bulge plus an inclined exponential
 per-band PSF (Moffat or Kolmogorov; FWHM drawn around the SDSS g-band median of 1.4 arcsec and
 scaled with wavelength^-0.2), drawn on ``stamp`` x ``stamp`` pixels of ``pixel_scale`` arcsec,
 with sky and Poisson noise. Images are in nanomaggies per pixel, sky-subtracted like SDSS frames.
+Observed-like nuisances (PSF spread, correlated noise, knots, free bulge Sersic index, neighbours
+and stars, single-component galaxies, another M/L calibration) are switches documented in
+:mod:`sim2obs.simgen.galsim_nuisances`, all off by default.
 
 Determinism: every random draw is keyed on (seed, object index), never on the shard or the
 worker, so the same seed gives the same bytes whatever the number of workers.
@@ -23,12 +26,18 @@ import numpy as np
 from sim2obs.errors import ConfigError
 from sim2obs.galaxyset import ColumnSpec, GalaxySetSchema, GalaxySetWriter, StackSpec, assign_splits
 from sim2obs.provenance import stable_hash
+from sim2obs.simgen import galsim_nuisances as nuisances
+from sim2obs.simgen.galsim_nuisances import RealismSection
 from sim2obs.simgen.population import BAND_DATA, PopulationConfig, draw_population, half_light_radius
 
 GENERATOR_NAME = "galsim_bulge_disk"
-GENERATOR_VERSION = "1.1"  # 1.1: images stored uncompressed by default; r_e solved by Newton
+# 1.1: images stored uncompressed by default; r_e solved by Newton. 1.2: nuisance switches (all off:
+# the same data), star magnitudes from power-law number counts (was uniform in 14-20).
+GENERATOR_VERSION = "1.2"
 _POPULATION_BLOCK = 10_000  # population drawn in fixed blocks: independent of shard size
 _STREAM_POPULATION, _STREAM_CONDITIONS, _STREAM_SECONDARY, _STREAM_OBJECT = 0, 1, 2, 3
+_STREAM_SERSIC, _STREAM_SECONDARY_SERSIC = 4, 5  # free bulge Sersic indices of the targets / neighbours
+_PURPOSE_KNOTS, _PURPOSE_NOISE, _PURPOSE_CORRELATED_NOISE = 1, 2, 3  # per-object seeds
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,6 +60,9 @@ class PopulationSection:
     metallicity_random_scatter_dex: float = 0.09
     ml_rel_err_min: float = 0.05
     single_component_fraction: float = 0.0  # bulge-only or disk-only galaxies, half each (GaMPEN: 0.25)
+    free_sersic: bool = False          # bulge n uniform in free_sersic_range instead of from bulge_sersic_n
+    free_sersic_range: list[float] = field(default_factory=lambda: [1.0, 6.0])
+    ml_calibration: str = "bell2003"   # bell2003 | chabrier (-0.093 dex mass labels; images unchanged)
 
 
 @dataclass
@@ -69,15 +81,8 @@ class NoiseSection:
     sky_mag_per_arcsec2: dict[str, float] = field(default_factory=lambda: {"g": 21.8, "r": 20.9, "i": 20.2, "z": 18.9})
     electrons_per_nanomaggy: dict[str, float] = field(default_factory=lambda: {"g": 920.0, "r": 900.0, "i": 750.0, "z": 160.0})
     read_noise_electrons: float = 5.0
-
-
-@dataclass
-class RealismSection:
-    secondary_mean: float = 0.0        # Poisson mean number of other galaxies in the frame
-    star_mean: float = 0.0             # Poisson mean number of stars in the frame
-    clumps: bool = False               # star-forming knots (galsim.RandomKnots) in the disk
-    clump_count: int = 30
-    clump_flux_fraction: float = 0.2   # fraction of the disk light in knots
+    correlated: str = "none"           # none | cosmos (GalSim's COSMOS correlated noise; galsim_nuisances)
+    correlated_fraction: float = 1.0   # share of the background variance that is correlated
 
 
 @dataclass
@@ -167,12 +172,7 @@ def validate_config(cfg: GalSimConfig) -> None:
                 raise ConfigError(f"simgen.noise.{key}", f"no value for band {b!r}", value=dict(table))
         _positive(f"simgen.noise.electrons_per_nanomaggy.{b}", cfg.noise.electrons_per_nanomaggy[b])
     _positive("simgen.noise.read_noise_electrons", cfg.noise.read_noise_electrons, True)
-    r = cfg.realism
-    _positive("simgen.realism.secondary_mean", r.secondary_mean, True)
-    _positive("simgen.realism.star_mean", r.star_mean, True)
-    if not 0 <= r.clump_flux_fraction < 1:
-        raise ConfigError("simgen.realism.clump_flux_fraction", "must lie in [0, 1)", value=r.clump_flux_fraction)
-    _positive("simgen.realism.clump_count", r.clump_count)
+    nuisances.validate_nuisances(cfg)
     if not cfg.split or any(v < 0 for v in cfg.split.values()) or not math.isclose(sum(cfg.split.values()), 1.0,
                                                                                      abs_tol=1e-6):
         raise ConfigError("simgen.split", "fractions must be non-negative and sum to 1", value=dict(cfg.split))
@@ -289,6 +289,8 @@ def draw_parameters(cfg: GalSimConfig) -> dict[str, np.ndarray]:
     """Every per-object parameter of the set, ``(n,)`` arrays: population plus observing
     conditions (PSF FWHM per band, sub-pixel offsets)."""
     params = _draw_in_blocks(cfg, cfg.n, _STREAM_POPULATION, _population_config(cfg))
+    _free_sersic(cfg, params, _STREAM_SERSIC)
+    nuisances.apply_ml_calibration(params, cfg.bands, cfg.population.ml_calibration)
     rng = np.random.default_rng(_seed_sequence(cfg.seed, _STREAM_CONDITIONS))
     fwhm_g = cfg.psf.fwhm_g_median * 10.0 ** rng.normal(0.0, cfg.psf.fwhm_scatter_dex, cfg.n)
     for b in cfg.bands:  # Kolmogorov seeing: FWHM ~ wavelength^-0.2
@@ -305,7 +307,18 @@ def draw_secondary_pool(cfg: GalSimConfig) -> dict[str, np.ndarray] | None:
     if cfg.realism.secondary_mean <= 0:
         return None
     size = int(max(64, min(5 * cfg.realism.secondary_mean * cfg.n, 20_000)))
-    return _draw_in_blocks(cfg, size, _STREAM_SECONDARY, _population_config(cfg, mag_limit_shift=2.0))
+    pool = _draw_in_blocks(cfg, size, _STREAM_SECONDARY, _population_config(cfg, mag_limit_shift=2.0))
+    _free_sersic(cfg, pool, _STREAM_SECONDARY_SERSIC)
+    return pool
+
+
+def _free_sersic(cfg: GalSimConfig, params: dict[str, np.ndarray], stream: int) -> None:
+    """With ``population.free_sersic``, replace the bulge Sersic indices (a separate random stream:
+    every other parameter stays as it is)."""
+    if cfg.population.free_sersic:
+        rng = np.random.default_rng(_seed_sequence(cfg.seed, stream))
+        params["bulge_sersic_n"] = nuisances.free_sersic_indices(rng, len(params["bulge_sersic_n"]),
+                                                                 *cfg.population.free_sersic_range)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,9 +351,7 @@ def galaxy_profile(row: Mapping[str, float], band: str, components=("bulge", "di
         smooth = galsim.Exponential(half_light_radius=hlr, flux=disk_flux * (1.0 - clump_fraction), gsparams=gsparams)
         parts.append(smooth.shear(q=q, beta=beta))
         if clump_count and clump_fraction > 0:
-            knots = galsim.RandomKnots(clump_count, half_light_radius=hlr, flux=disk_flux * clump_fraction,
-                                       rng=knots_rng, gsparams=gsparams)
-            parts.append(knots.shear(q=q, beta=beta))
+            parts.append(nuisances.disk_knots(row, band, clump_count, clump_fraction, knots_rng, gsparams))
     if not parts:
         raise ValueError(f"no components selected from {components!r}")
     return parts[0] if len(parts) == 1 else galsim.Add(parts, gsparams=gsparams)
@@ -359,9 +370,10 @@ def sky_level_nmgy(cfg: GalSimConfig, band: str) -> float:
     return 10.0 ** (-0.4 * (cfg.noise.sky_mag_per_arcsec2[band] - 22.5)) * cfg.pixel_scale**2
 
 
-def sky_sigma_nmgy(cfg: GalSimConfig, band: str) -> float:
-    """Background noise per pixel (nanomaggies): sky Poisson noise plus read noise."""
-    if not cfg.noise.enabled:
+def sky_sigma_nmgy(cfg: GalSimConfig, band: str, at_depth: bool = False) -> float:
+    """Background noise per pixel (nanomaggies): sky Poisson noise plus read noise; 0 with the noise
+    off unless ``at_depth`` (the configured depth's noise, which the S/N column always uses)."""
+    if not (cfg.noise.enabled or at_depth):
         return 0.0
     e = cfg.noise.electrons_per_nanomaggy[band]
     return math.sqrt(sky_level_nmgy(cfg, band) * e + cfg.noise.read_noise_electrons**2) / e
@@ -411,57 +423,42 @@ def _render_object(cfg: GalSimConfig, row: Mapping[str, float], index: int, pool
     half = cfg.stamp * cfg.pixel_scale / 2.0
     sec_idx = rng.integers(0, len(pool["redshift"]), n_sec) if n_sec else np.zeros(0, int)
     # Secondaries and stars stay out of the central 3 arcsec, where the target lives.
-    sec_pos = _positions_outside(rng, n_sec, half, 3.0)
-    star_pos = _positions_outside(rng, n_star, half, 3.0)
-    star_mag_r = rng.uniform(14.0, 20.0, n_star)
+    sec_pos = nuisances.positions_outside(rng, n_sec, half, 3.0)
+    star_pos = nuisances.positions_outside(rng, n_star, half, 3.0)
+    star_mag_r = nuisances.star_magnitudes(rng.uniform(size=n_star), r.star_mag_range, r.star_count_slope)
     star_gr = rng.normal(0.6, 0.3, n_star)
-    knots_seed = _object_seed(cfg, index, 1)
-    noise_seed = _object_seed(cfg, index, 2)
+    neighbours = [({key: pool[key][sec_idx[j]] for key in pool}, sec_pos[j]) for j in range(n_sec)]
+    stars = [(star_mag_r[j], star_gr[j], *star_pos[j]) for j in range(n_star)]
+    knots_seed = _object_seed(cfg, index, _PURPOSE_KNOTS)
+    noise_seed = _object_seed(cfg, index, _PURPOSE_NOISE)
+    correlated_seed = _object_seed(cfg, index, _PURPOSE_CORRELATED_NOISE) if cfg.noise.correlated != "none" else 0
     offset = galsim.PositionD(float(row["offset_x_px"]), float(row["offset_y_px"]))
 
     images = np.empty((len(cfg.bands), cfg.stamp, cfg.stamp), dtype=np.float32)
     extra: dict[str, float] = {"n_secondary": n_sec, "n_stars": n_star}
     for k, band in enumerate(cfg.bands):
         psf = psf_profile(cfg, row[f"psf_fwhm_{band}"], gsp)
-        gal = galaxy_profile(row, band, gsparams=gsp,
-                             knots_rng=galsim.BaseDeviate(knots_seed) if r.clumps else None,
-                             clump_count=r.clump_count if r.clumps else 0,
-                             clump_fraction=r.clump_flux_fraction if r.clumps else 0.0)
+        # The smooth galaxy (its disk without the knots' share), then the knots on their own: drawn
+        # together, one FFT at the PSF's maxk would cost ~8x (the same image to GalSim's accuracy).
+        gal = galaxy_profile(row, band, gsparams=gsp, clump_fraction=r.clump_flux_fraction if r.clumps else 0.0)
         im = galsim.ImageF(cfg.stamp, cfg.stamp, scale=cfg.pixel_scale)
         galsim.Convolve([gal, psf], gsparams=gsp).drawImage(image=im, offset=offset)
+        if r.clumps:
+            knots = nuisances.disk_knots(row, band, r.clump_count, r.clump_flux_fraction,
+                                         galsim.BaseDeviate(knots_seed), gsp)
+            galsim.Convolve([knots, psf], gsparams=gsp).drawImage(image=im, add_to_image=True, offset=offset)
         sigma = sky_sigma_nmgy(cfg, band)
         extra[f"sky_sigma_{band}"] = sigma
-        extra[f"snr_{band}"] = float(np.sqrt(np.sum(im.array.astype(np.float64) ** 2)) / sigma) if sigma > 0 else np.inf
-        for j in range(n_sec):
-            srow = {key: pool[key][sec_idx[j]] for key in pool}
-            sgal = galaxy_profile(srow, band, gsparams=gsp)
-            galsim.Convolve([sgal, psf], gsparams=gsp).drawImage(
-                image=im, add_to_image=True, offset=offset + galsim.PositionD(*(sec_pos[j] / cfg.pixel_scale)))
-        for j in range(n_star):
-            colour_shift = {"g": star_gr[j], "r": 0.0, "i": -0.4 * star_gr[j], "z": -0.6 * star_gr[j]}[band]
-            flux = 10.0 ** (-0.4 * (star_mag_r[j] + colour_shift - 22.5))
-            psf.withFlux(flux).drawImage(image=im, add_to_image=True,
-                                         offset=offset + galsim.PositionD(*(star_pos[j] / cfg.pixel_scale)))
+        extra[f"snr_{band}"] = float(np.sqrt(np.sum(im.array.astype(np.float64) ** 2))
+                                     / sky_sigma_nmgy(cfg, band, at_depth=True))
+        nuisances.add_neighbours_and_stars(im, cfg, band, psf, offset, neighbours, stars, gsp, galaxy_profile)
         if cfg.noise.enabled:
             e = cfg.noise.electrons_per_nanomaggy[band]
             im *= e
-            im.addNoise(galsim.CCDNoise(galsim.BaseDeviate(noise_seed + k), sky_level=sky_level_nmgy(cfg, band) * e,
-                                        gain=1.0, read_noise=cfg.noise.read_noise_electrons))
+            nuisances.add_noise(im, cfg, band, e, sky_level_nmgy(cfg, band), noise_seed + k, correlated_seed + k)
             im /= e
         images[k] = im.array
     return images, extra
-
-
-def _positions_outside(rng: np.random.Generator, n: int, half: float, r_min: float) -> np.ndarray:
-    """``n`` positions (arcsec from the centre) uniform in the stamp, outside radius ``r_min``."""
-    out = np.zeros((n, 2))
-    for j in range(n):
-        while True:
-            xy = rng.uniform(-half, half, 2)
-            if np.hypot(*xy) >= min(r_min, 0.8 * half):
-                out[j] = xy
-                break
-    return out
 
 
 def render_shard(cfg_dict: dict, writer: GalaxySetWriter, index: int, params: dict[str, np.ndarray],
