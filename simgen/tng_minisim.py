@@ -17,14 +17,19 @@ subhalo). Catalogue and snapshot files are split into chunks; the star chunk bou
 where needed, so that some subhalo's stars span two snapshot chunks, as in real output.
 
 Galaxies (one per subhalo; some FoF groups hold satellites besides their central) are particle
-realisations of analytic models, all in physical units (kpc, Msun, km/s) before the conversion:
+realisations of analytic models, all in physical units (kpc, Msun, km/s) before the conversion.
+The galaxy-formation relations live in :mod:`sim2obs.simgen.tng_minisim_physics`; the config key
+``physics`` picks a variant: ``"A"`` (default, the relations below) or ``"B"`` (Behroozi et al.
+2013 SHMR, Duffy et al. 2008 concentrations, radially anisotropic bulges with a Salpeter IMF,
+stellar mass coupled to halo concentration; the sim-to-sim shift of the transfer studies). ``concentration_coupling``
+overrides the variant's coupling of the log M* and log-concentration residuals at fixed M200.
 
 - Dark halo: NFW (Navarro, Frenk & White 1997) of mass ``(1 - Omega_b/Omega_0) M200c`` within
-  r200c, concentration from Dutton & Maccio (2014, NFW c200-M200 at the snapshot redshift) with
-  ``concentration_scatter_dex``. Host M200c are drawn from a power law dN/dlog10 M ~ M^-slope
-  between ``log_m200_min`` and ``log_m200_max`` (slope 0.5 by default, flatter than the halo mass
-  function's ~0.9, so more galaxies pass a stellar-mass cut). To keep particle counts small, DM
-  particles (mass ``MassTable[1]``) sample the NFW only out to a truncation radius
+  r200c, concentration from Dutton & Maccio (2014, NFW c200-M200 at the snapshot redshift; B:
+  Duffy et al. 2008) with ``concentration_scatter_dex``. Host M200c are drawn from a power law
+  dN/dlog10 M ~ M^-slope between ``log_m200_min`` and ``log_m200_max`` (slope 0.5 by default,
+  flatter than the halo mass function's ~0.9, so more galaxies pass a stellar-mass cut). To keep
+  particle counts small, DM particles (mass ``MassTable[1]``) sample the NFW only out to a truncation radius
   r_t = max(``dm_truncation_min_kpc``, ``dm_truncation_rhalf`` x the analytic 3D stellar half-mass
   radius), at most r200 (or the satellite's tidal radius). ``SubhaloMassType[1]`` (and
   ``SubhaloMass``, ``SubhaloHalfmassRadType[1]``) hold the FULL analytic DM mass (centrals: within
@@ -35,8 +40,9 @@ realisations of analytic models, all in physical units (kpc, Msun, km/s) before 
   ``satellite_mass_ratio_max``], at least 10^(``log_m200_min`` - 0.5) Msun (hosts too light for
   that get none), at ``satellite_distance_min``-``satellite_distance_max`` r200 of the host,
   on a circular orbit.
-- Stellar mass: Moster, Naab & White (2013) stellar-to-halo-mass relation (z-dependent) with
-  ``shmr_scatter_dex``; satellites use their (infall) M200. Split into a Hernquist (1990) bulge
+- Stellar mass: Moster, Naab & White (2013) stellar-to-halo-mass relation (z-dependent; B:
+  Behroozi, Wechsler & Conroy 2013) with ``shmr_scatter_dex`` (B: correlated with the
+  concentration's scatter); satellites use their (infall) M200. Split into a Hernquist (1990) bulge
   (truncated at ``hernquist_truncation`` scale radii; half-mass size from the Shen et al. 2003
   early-type mass-size relation, R_e = 1.8153 a) and an exponential disk with sech^2 vertical
   profile (z_d = ``disk_height_ratio`` R_d). Bulge fraction rises with stellar mass (logistic in
@@ -52,9 +58,10 @@ realisations of analytic models, all in physical units (kpc, Msun, km/s) before 
   sigma_z^2 = pi G Sigma(R) z_d, sigma_R = sigma_z / ``sigma_z_over_sigma_r``,
   sigma_phi^2 / sigma_R^2 = kappa^2 / (4 Omega^2), mean rotation from the asymmetric-drift
   equation (Binney & Tremaine 2008, eq. 4.228). Bulge and DM: Gaussian velocities with the
-  isotropic Jeans dispersion in the total potential (numerical integral). Gas: circular rotation
-  with ``gas_sigma_kms`` dispersion. The subhalo's bulk velocity is added (centrals: Gaussian,
-  ``bulk_velocity_sigma_kms`` per axis; satellites: host velocity + circular orbital velocity).
+  isotropic Jeans dispersion in the total potential (numerical integral; B: bulges of constant
+  anisotropy beta = 0.3). Gas: circular rotation with ``gas_sigma_kms`` dispersion. The subhalo's
+  bulk velocity is added (centrals: Gaussian, ``bulk_velocity_sigma_kms`` per axis; satellites:
+  host velocity + circular orbital velocity).
 - Star formation: SFR from the Speagle et al. (2014) main sequence (0.3 dex scatter), a quenched
   fraction rising with mass (SFR 1.5 dex lower); cold gas M_gas = SFR x ``depletion_time_gyr``
   in an exponential gas disk (R_gas = ``gas_scale_ratio`` R_d) whose particles carry
@@ -72,7 +79,8 @@ realisations of analytic models, all in physical units (kpc, Msun, km/s) before 
 - Photometry: ``GFM_StellarPhotometrics`` (U, B, V, K Vega; g, r, i, z AB absolute magnitudes)
   from :func:`ssp_log_mass_to_light`, a power law in age and metallicity per band roughly matching
   Bruzual & Charlot (2003) Chabrier SSPs (10 Gyr solar: M/L_r = 2.5, g - r = 0.77; 1 Gyr: g - r ~
-  0.44), with solar absolute magnitudes of Willmer (2018).
+  0.44), with solar absolute magnitudes of Willmer (2018). B: bulge particles have a Salpeter
+  IMF, 0.24 dex more mass per unit light (same colours).
 - Wind particles (``wind_fraction`` of the star count in galaxies with gas) are type 4 with
   ``GFM_StellarFormationTime`` = -(launch scale factor) <= 0, placed above and below the gas disk
   and moving outwards at 200-600 km/s; their photometric magnitudes are +99 (no light).
@@ -93,31 +101,26 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import astropy.units as u
 import h5py
 import numpy as np
-from astropy import constants
 
 from sim2obs.errors import ConfigError, Sim2obsValueError
 from sim2obs.provenance import package_versions, stable_hash
 from sim2obs.simgen.particle_maps import PHOTOMETRIC_BANDS, SOLAR_ABS_MAG
+from sim2obs.simgen.tng_minisim_physics import (
+    G_KPC_KMS2_PER_MSUN, PHYSICS_VARIANTS, Z_SUN, GalaxyPhysics, anisotropic_velocities, coupled_noise,
+    galaxy_physics, jeans_sigma, light_mass, mass_loss_fraction, mean_bulge_fraction, mean_log_metallicity,
+    mmw98_scale_length, speagle14_log_sfr, ssp_log_mass_to_light, ssp_magnitudes)
 
 GENERATOR_VERSION = "1.0"
 MARKER_NAME = "minisim.json"
 TRUTH_NAME = "minisim_truth.h5"
-Z_SUN = 0.0127
 WIND_MAGNITUDE = 99.0
-# log10 M/L (Msun/Lsun, current mass) of a 10 Gyr solar-metallicity population, and its slopes
-# d log(M/L) / d log(age) and d log(M/L) / d [Z/H]; chosen to give BC03-like colours
-# (U-B 0.50, B-V 0.95, g-r 0.77, r-i 0.40, i-z 0.25, V-K 3.2 at 10 Gyr, solar).
-_ML_LOG_10GYR = np.array([0.716, 0.584, 0.456, -0.208, 0.524, 0.400, 0.288, 0.200])
-_ML_AGE_SLOPE = np.array([1.10, 0.98, 0.88, 0.55, 0.93, 0.80, 0.74, 0.70])
-_ML_Z_SLOPE = np.array([0.45, 0.40, 0.33, 0.10, 0.36, 0.28, 0.24, 0.22])
 _STREAM_POPULATION, _STREAM_GALAXY, _STREAM_IDS = 0, 1, 2
-#: gravitational constant in kpc (km/s)^2 / Msun
-_KPC_KMS2_PER_MSUN = float(constants.G.to_value(u.kpc * u.km ** 2 / u.s ** 2 / u.Msun))
+_KPC_KMS2_PER_MSUN = G_KPC_KMS2_PER_MSUN  # gravitational constant, kpc (km/s)^2 / Msun
 _MAX_PARTICLES = 60_000_000
 _Z_FORMATION_START = 15.0  # star formation starts at this redshift
 
@@ -174,6 +177,9 @@ class MiniSimConfig:
     wind_fraction: float = 0.01               # wind particles per star particle (gas-rich galaxies)
     edge_fraction: float = 0.1                # groups placed across a box face
     bulk_velocity_sigma_kms: float = 250.0    # centrals' peculiar velocities, per axis
+    physics: str = "A"                        # galaxy-formation physics "A" | "B" (tng_minisim_physics)
+    concentration_coupling: Optional[float] = None  # corr. of log M* and log c residuals at fixed M200
+                                                     # in [-1, 1]; null: the physics variant's (A 0, B 0.5)
 
 
 def _check(ok: bool, key: str, message: str, value: Any, prefix: str) -> None:
@@ -233,6 +239,11 @@ def validate_minisim_config(cfg: MiniSimConfig, prefix: str = "minisim") -> None
     _check(0 < finite("sigma_z_over_sigma_r") <= 1.5, "sigma_z_over_sigma_r", "must lie in (0, 1.5]",
            cfg.sigma_z_over_sigma_r, prefix)
     finite("quenching_log_mstar")
+    _check(isinstance(cfg.physics, str) and cfg.physics in PHYSICS_VARIANTS, "physics",
+           f"unknown galaxy-formation physics; one of {list(PHYSICS_VARIANTS)}", cfg.physics, prefix)
+    if cfg.concentration_coupling is not None:
+        _check(-1 <= finite("concentration_coupling") <= 1, "concentration_coupling",
+               "must lie in [-1, 1] (or null: the physics variant's)", cfg.concentration_coupling, prefix)
     fraction("satellite_fraction")
     fraction("wind_fraction", upper_open=True)
     fraction("edge_fraction")
@@ -255,9 +266,32 @@ def coerce_minisim_config(cfg: Any, prefix: str = "minisim") -> MiniSimConfig:
     return obj
 
 
+#: keys added after generator version 1.0, with the value that reproduces 1.0's files
+_KEYS_SINCE_1_0 = {"physics": "A", "concentration_coupling": None}
+
+
+def minisim_config_dict(cfg: MiniSimConfig) -> dict[str, Any]:
+    """The config as a plain dict, leaving out the keys added after generator version 1.0
+    (``physics``, ``concentration_coupling``) while they hold the value that reproduces 1.0's
+    files: a physics-A mini-simulation keeps the hash, marker, truth file and (through
+    :mod:`sim2obs.simgen.tng_mocks`) the set folder it had before those keys existed. Coerce
+    the dict again to get the full config."""
+    out = asdict(cfg)
+    for key, legacy in _KEYS_SINCE_1_0.items():
+        if out[key] == legacy:
+            del out[key]
+    return out
+
+
+def physics_of(cfg: MiniSimConfig) -> GalaxyPhysics:
+    """The galaxy-formation physics of ``cfg`` (its variant, with ``concentration_coupling``)."""
+    return galaxy_physics(cfg.physics, cfg.concentration_coupling)
+
+
 def config_hash(cfg: MiniSimConfig) -> str:
-    """Hash of the full config and the generator version (what the marker records)."""
-    return stable_hash({"config": asdict(cfg), "generator_version": GENERATOR_VERSION})
+    """Hash of the config (:func:`minisim_config_dict`) and the generator version (what the
+    marker records)."""
+    return stable_hash({"config": minisim_config_dict(cfg), "generator_version": GENERATOR_VERSION})
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,32 +322,6 @@ class _Cosmology:
     def age(self, scale_factor: np.ndarray) -> np.ndarray:
         """Cosmic time (Gyr) at ``scale_factor``."""
         return np.exp(np.interp(np.log(scale_factor), self._log_a, self._log_t))
-
-
-def mass_loss_fraction(age_gyr: np.ndarray) -> np.ndarray:
-    """Fraction of a stellar population's initial mass returned to the ISM after ``age_gyr``
-    (Leitner & Kravtsov 2011, Chabrier IMF): 0.046 ln(age / 0.276 Myr + 1)."""
-    return 0.046 * np.log(np.maximum(age_gyr, 0.0) / 2.76e-4 + 1.0)
-
-
-def ssp_log_mass_to_light(age_gyr: np.ndarray, metallicity: np.ndarray) -> np.ndarray:
-    """log10 M/L (Msun/Lsun, current stellar mass) in U, B, V, K, g, r, i, z, shape (N, 8), of
-    simple stellar populations of age ``age_gyr`` (Gyr, clipped to [3 Myr, 14 Gyr]) and
-    metallicity mass fraction ``metallicity`` ([Z/H] clipped to [-2.5, 0.7]): per band a power law
-    in age (slope halved below 100 Myr) and metallicity, roughly matching BC03 (Chabrier IMF):
-    10 Gyr solar M/L_r = 2.5, g - r = 0.77; 1 Gyr M/L_r = 0.4, g - r = 0.44."""
-    age = np.clip(np.atleast_1d(np.asarray(age_gyr, float)), 3e-3, 14.0)
-    zh = np.clip(np.log10(np.maximum(np.atleast_1d(np.asarray(metallicity, float)), 1e-12) / Z_SUN), -2.5, 0.7)
-    x = np.log10(age / 10.0)
-    x = np.where(x < -2.0, -2.0 + 0.5 * (x + 2.0), x)
-    return _ML_LOG_10GYR + x[:, None] * _ML_AGE_SLOPE + zh[:, None] * _ML_Z_SLOPE
-
-
-def ssp_magnitudes(mass_msun: np.ndarray, age_gyr: np.ndarray, metallicity: np.ndarray) -> np.ndarray:
-    """Absolute magnitudes (N, 8) (U, B, V, K Vega; g, r, i, z AB) of populations of current mass
-    ``mass_msun`` (Msun), age (Gyr) and metallicity (mass fraction)."""
-    log_l = np.log10(np.asarray(mass_msun, float))[:, None] - ssp_log_mass_to_light(age_gyr, metallicity)
-    return SOLAR_ABS_MAG - 2.5 * log_l
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,43 +413,6 @@ def analytic_enclosed_mass(params: Mapping[str, Any], r_kpc, component: str = "t
 # --------------------------------------------------------------------------------------------
 # Population (vectorised over subhalos)
 # --------------------------------------------------------------------------------------------
-def _moster13_mstar(m200, z):
-    """Moster, Naab & White (2013) eqs. 2, 11-14: mean stellar mass (Msun) of haloes of M200c."""
-    s = z / (1.0 + z)
-    m1 = 10 ** (11.590 + 1.195 * s)
-    norm = 0.0351 - 0.0247 * s
-    beta = 1.376 - 0.826 * s
-    gamma = 0.608 + 0.329 * s
-    return 2.0 * norm * m200 / ((m200 / m1) ** (-beta) + (m200 / m1) ** gamma)
-
-
-def _dutton_maccio14_c(m200, z, h):
-    """Dutton & Maccio (2014) NFW c200 for M200c (Msun), redshift z."""
-    b = -0.101 + 0.026 * z
-    a = 0.520 + (0.905 - 0.520) * np.exp(-0.617 * z ** 1.21)
-    return 10 ** (a + b * np.log10(m200 / (1e12 / h)))
-
-
-def _mmw98_scale_length(spin, r200, c, m_d, j_over_m):
-    """Mo, Mao & White (1998) eq. 28: R_d = lambda' r200 f_c^-1/2 f_R / sqrt(2) with
-    lambda' = (j_d / m_d) lambda (f_c: their eq. 23; f_R: their eq. 32)."""
-    lam = np.maximum(spin * j_over_m, 1e-3)
-    f_c = 2.0 / 3.0 + (c / 21.5) ** 0.7
-    f_r = (lam / 0.1) ** (-0.06 + 2.71 * m_d + 0.0047 / lam) * (1 - 3 * m_d + 5.2 * m_d ** 2) * \
-        (1 - 0.019 * c + 0.00025 * c ** 2 + 0.52 / c)
-    return lam * r200 * f_r / np.sqrt(2.0 * f_c)
-
-
-def _speagle14_log_sfr(log_mstar, t_gyr):
-    """Speagle et al. (2014) star-forming main sequence, log10 Msun/yr."""
-    return (0.84 - 0.026 * t_gyr) * log_mstar - (6.51 - 0.11 * t_gyr)
-
-
-def _mean_log_metallicity(log_mstar):
-    """Mean stellar [Z/H] (dex) at log10 M* (Msun); roughly Gallazzi et al. (2005)."""
-    return -0.25 + 0.35 * np.tanh((log_mstar - 10.0) / 0.8)
-
-
 def _unit_vectors(rng, n):
     v = rng.normal(size=(n, 3))
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -522,13 +493,16 @@ def _draw_population(cfg: MiniSimConfig, cosmo: _Cosmology, sfh: _SFHTable) -> d
     m200 = 10 ** log_m200
     m200_dm = (1.0 - cosmo.baryon_fraction) * m200
     r200 = (3.0 * m200 / (4.0 * np.pi * 200.0 * cosmo.rho_crit)) ** (1.0 / 3.0)
-    conc = _dutton_maccio14_c(m200, cfg.redshift, cfg.h) * 10 ** (cfg.concentration_scatter_dex * rng.normal(size=n))
+    phys = physics_of(cfg)
+    conc_noise = rng.normal(size=n)
+    conc = phys.mean_concentration(m200, cfg.redshift, cfg.h) * 10 ** (cfg.concentration_scatter_dex * conc_noise)
     conc = np.clip(conc, 2.0, 40.0)
     r_s = r200 / conc
-    # --- stellar mass, bulge and disk
-    log_mstar = np.log10(_moster13_mstar(m200, cfg.redshift)) + cfg.shmr_scatter_dex * rng.normal(size=n)
+    # --- stellar mass (residual correlated with the concentration's by the physics' coupling)
+    shmr_noise = coupled_noise(conc_noise, rng.normal(size=n), phys.concentration_coupling)
+    log_mstar = np.log10(phys.mean_mstar(m200, cfg.redshift)) + cfg.shmr_scatter_dex * shmr_noise
     mstar = 10 ** log_mstar
-    bt_mean = 0.08 + 0.62 / (1.0 + np.exp(-(log_mstar - 10.7) / 0.3))
+    bt_mean = mean_bulge_fraction(log_mstar)
     bt = np.clip(bt_mean + 0.12 * rng.normal(size=n), 0.0, 0.95)
     frac = np.clip((log_mstar - 9.0) / 2.5, 0.0, 1.0)
     n_star = np.round(cfg.star_particles_min + (cfg.star_particles_max - cfg.star_particles_min) * frac).astype(int)
@@ -537,7 +511,7 @@ def _draw_population(cfg: MiniSimConfig, cosmo: _Cosmology, sfh: _SFHTable) -> d
     bt = np.where(n_bulge == 0, 0.0, np.where(n_disk == 0, 1.0, bt))
     m_bulge, m_disk = bt * mstar, (1.0 - bt) * mstar
     # star formation (main sequence, quenched fraction rising with mass) and cold gas
-    log_sfr_ms = _speagle14_log_sfr(log_mstar, cosmo.t_obs)
+    log_sfr_ms = speagle14_log_sfr(log_mstar, cosmo.t_obs)
     quenched = rng.random(n) < 1.0 / (1.0 + np.exp(-(log_mstar - cfg.quenching_log_mstar) / 0.25))
     log_sfr = log_sfr_ms + 0.3 * rng.normal(size=n) - np.where(quenched, 1.5 + 0.3 * rng.random(n), 0.0)
     # at most what the steepest rising history of the disk can have formed in the last Gyr
@@ -554,7 +528,7 @@ def _draw_population(cfg: MiniSimConfig, cosmo: _Cosmology, sfh: _SFHTable) -> d
     spin = np.clip(spin, 0.008, 0.2)
     m_d_frac = np.clip((m_disk + m_gas) / m200, 1e-4, 0.15)
     j_over_m = cfg.disk_angular_momentum_retention * (1.0 - cfg.retention_bulge_slope * bt)
-    r_d = np.clip(_mmw98_scale_length(spin, r200, conc, m_d_frac, j_over_m), 0.3, 30.0)
+    r_d = np.clip(mmw98_scale_length(spin, r200, conc, m_d_frac, j_over_m), 0.3, 30.0)
     z_d = cfg.disk_height_ratio * r_d
     r_e_bulge = 2.88e-6 * np.maximum(m_bulge, 1e6) ** 0.56 * 10 ** (cfg.bulge_size_scatter_dex * rng.normal(size=n))
     a_hern = np.maximum(r_e_bulge, 0.15) / 1.8153
@@ -572,7 +546,7 @@ def _draw_population(cfg: MiniSimConfig, cosmo: _Cosmology, sfh: _SFHTable) -> d
     # star formation histories
     k_disk = sfh.k_for(sfr * sfh.window * 1e9 / np.maximum(m_disk, 1.0))
     k_bulge = 1.0 / rng.uniform(0.2, 0.8, n)
-    log_z = _mean_log_metallicity(log_mstar) + 0.05 * rng.normal(size=n)
+    log_z = mean_log_metallicity(log_mstar) + 0.05 * rng.normal(size=n)
     # --- positions (physical kpc offsets for satellites), tidal radii, bulk velocities
     pos = np.empty((n, 3))
     pos[central] = rng.random((n_groups, 3)) * cfg.box_size
@@ -646,17 +620,6 @@ def _random_rotation(rng) -> np.ndarray:
     return Rotation.random(random_state=rng).as_matrix()
 
 
-def _jeans_sigma(r_grid, rho, m_tot):
-    """Isotropic Jeans 1D dispersion (km/s) on ``r_grid`` of a tracer of density ``rho`` in the
-    potential of the enclosed mass ``m_tot`` (Msun)."""
-    from scipy.integrate import cumulative_trapezoid
-
-    ln_r = np.log(r_grid)
-    integrand = rho * _KPC_KMS2_PER_MSUN * m_tot / r_grid  # rho G M / r^2 * r  (d ln r)
-    tail = cumulative_trapezoid(integrand[::-1], ln_r[::-1], initial=0.0)[::-1]
-    return np.sqrt(np.maximum(-tail, 0.0) / np.maximum(rho, 1e-300))
-
-
 def _isotropic(rng, r):
     return _unit_vectors(rng, r.size) * r[:, None]
 
@@ -706,7 +669,7 @@ def _realise_galaxy(p: dict, i: int, cfg: MiniSimConfig, cosmo: _Cosmology, sfh:
     x = np.exp(np.interp(np.log(np.maximum(y, mu_grid[0])), np.log(mu_grid), np.log(x_grid)))
     r_dm = x * r_s
     rho_nfw = 1.0 / ((grid / r_s) * (1.0 + grid / r_s) ** 2)
-    sigma_dm = at(_jeans_sigma(grid, rho_nfw, m_tot), r_dm)
+    sigma_dm = at(jeans_sigma(grid, rho_nfw, m_tot), r_dm)
     vel_dm = rng.normal(size=(n_dm, 3)) * sigma_dm[:, None]
     if n_dm:
         vel_dm -= vel_dm.mean(axis=0)  # exact systemic velocity
@@ -717,8 +680,10 @@ def _realise_galaxy(p: dict, i: int, cfg: MiniSimConfig, cosmo: _Cosmology, sfh:
     s = np.sqrt(rng.random(n_b) * _hernquist_fraction(r_bmax, a_h))
     r_b = a_h * s / (1.0 - s)
     rho_h = 1.0 / ((grid / a_h) * (1.0 + grid / a_h) ** 3)
-    sigma_b = at(_jeans_sigma(grid, rho_h, m_tot), r_b)
-    pos_b, vel_b = _isotropic(rng, r_b), rng.normal(size=(n_b, 3)) * sigma_b[:, None]
+    beta_b = physics_of(cfg).bulge_beta
+    sigma_b = at(jeans_sigma(grid, rho_h, m_tot, beta_b), r_b)  # sigma_r
+    pos_b, vel_b = _isotropic(rng, r_b), rng.normal(size=(n_b, 3))
+    vel_b = vel_b * sigma_b[:, None] if beta_b == 0 else anisotropic_velocities(pos_b, vel_b, sigma_b, beta_b)
     big_r, phi, z = _disk_sample(rng, n_d, r_d, z_d)
     surface = m_d / (2 * np.pi * r_d ** 2) * np.exp(-big_r / r_d) + \
         (m_g / (2 * np.pi * r_g ** 2) * np.exp(-big_r / r_g) if m_g > 0 else 0.0)
@@ -750,7 +715,9 @@ def _realise_galaxy(p: dict, i: int, cfg: MiniSimConfig, cosmo: _Cosmology, sfh:
     stars["pos"] = stars["pos"] @ rot.T
     stars["vel"] = stars["vel"] @ rot.T
     stars["a_form"] = cosmo.scale_factor(cosmo.t_obs - stars["age"])
-    stars["mags"] = ssp_magnitudes(stars["mass"], stars["age"], stars["metallicity"])
+    imf_log_ml = physics_of(cfg).bulge_imf_log_ml
+    emitting = stars["mass"] if imf_log_ml == 0 else light_mass(stars["mass"], np.arange(n_b + n_d) < n_b, imf_log_ml)
+    stars["mags"] = ssp_magnitudes(emitting, stars["age"], stars["metallicity"])
     # --- gas disk and winds
     n_g, n_w = int(p["n_gas"][i]), int(p["n_wind"][i])
     big_r, phi, z = _disk_sample(rng, n_g, r_g, z_g)
@@ -1054,7 +1021,7 @@ def _build(cfg: MiniSimConfig, root: Path) -> dict:
         grp = f.create_group("subhalos")
         for k, v in truth_cols.items():
             grp.create_dataset(k, data=np.asarray(v))
-        _set_attrs(f, {"config": json.dumps(asdict(cfg), sort_keys=True), "scale_factor": cosmo.a,
+        _set_attrs(f, {"config": json.dumps(minisim_config_dict(cfg), sort_keys=True), "scale_factor": cosmo.a,
                        "hubble": cfg.h, "t_obs_gyr": cosmo.t_obs, "generator_version": GENERATOR_VERSION,
                        "units": "physical kpc, Msun, km/s, Msun/yr, Gyr; center_ckpc_h in ckpc/h"})
     return {"n_groups": n_groups, "n_subhalos": n_sub, "n_gas": n_by_type[0], "n_dm": n_by_type[1],
@@ -1100,7 +1067,7 @@ def write_minisim(config: Any, root: str | os.PathLike, overwrite: bool = False)
         counts = _build(cfg, tmp)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         marker = {"generator": "tng_minisim", "generator_version": GENERATOR_VERSION, "config_hash": digest,
-                  "config": asdict(cfg), "counts": counts, "files": files, "versions": package_versions(),
+                  "config": minisim_config_dict(cfg), "counts": counts, "files": files, "versions": package_versions(),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1, sort_keys=True))
         if not overwrite and is_complete(root, cfg):  # another process finished it meanwhile
@@ -1154,7 +1121,8 @@ def truth_row(truth: Mapping[str, np.ndarray], subhalo_id: int) -> dict[str, Any
     return {k: v[int(subhalo_id)] for k, v in truth.items()}
 
 
-__all__ = ["MiniSimConfig", "coerce_minisim_config", "validate_minisim_config", "config_hash", "write_minisim",
+__all__ = ["MiniSimConfig", "coerce_minisim_config", "validate_minisim_config", "config_hash", "minisim_config_dict",
+           "physics_of", "PHYSICS_VARIANTS", "write_minisim",
            "is_complete", "read_truth", "truth_row", "analytic_enclosed_mass", "ssp_log_mass_to_light",
            "ssp_magnitudes", "mass_loss_fraction", "PHOTOMETRIC_BANDS", "SOLAR_ABS_MAG", "MARKER_NAME",
            "TRUTH_NAME"]

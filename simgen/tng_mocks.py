@@ -241,9 +241,11 @@ def coerce_config(cfg: Any) -> TNGMockConfig:
     obj = coerce_dataclass(TNGMockConfig, cfg, "simgen")
     validate_config(obj)
     if obj.source.kind == "minisim":  # canonical: every mini-simulation key, defaults filled in
-        from sim2obs.simgen.tng_minisim import coerce_minisim_config
+        from sim2obs.simgen.tng_minisim import coerce_minisim_config, minisim_config_dict
 
-        obj.source.minisim = asdict(coerce_minisim_config(obj.source.minisim, prefix="simgen.source.minisim"))
+        # minisim_config_dict: keys added since minisim 1.0 at their old behaviour are left out (same set folder)
+        obj.source.minisim = minisim_config_dict(coerce_minisim_config(obj.source.minisim,
+                                                                       prefix="simgen.source.minisim"))
     return obj
 
 
@@ -602,9 +604,9 @@ class _Source:
 
 
 def _minisim_root(cfg: TNGMockConfig, out: Path) -> Path:
-    from sim2obs.simgen.tng_minisim import coerce_minisim_config
+    from sim2obs.simgen.tng_minisim import coerce_minisim_config, minisim_config_dict
 
-    full = asdict(coerce_minisim_config(cfg.source.minisim))
+    full = minisim_config_dict(coerce_minisim_config(cfg.source.minisim))
     return out.parent / f"_tng_minisim-{stable_hash(full, 8)}"
 
 
