@@ -7,7 +7,11 @@ suite from stored predictions, entries ranked per task, and a static HTML page.
     print(to_text(rank(aggregate(board.runs("metallicity"))), ["rmse", "nmad"]))
     build_page(board, "sim2obs_results/leaderboard")
 
-Command line: ``sim2obs leaderboard show | submit | page | verify`` (``--help`` on each).
+Transfer studies (``sim2obs transfer``): ``board.record_transfer(study_folder)`` checks and
+records every row (:mod:`sim2obs.leaderboard.transfer`); the transfer board and its page section:
+:mod:`sim2obs.leaderboard.transfer_board`.
+
+Command line: ``sim2obs leaderboard show | submit | record-transfer | page | verify`` (``--help`` on each).
 """
 from sim2obs.leaderboard.board import MIN_SEEDS_RANKED, Leaderboard, RunInfo
 from sim2obs.leaderboard.page import build_page

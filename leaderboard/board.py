@@ -194,6 +194,25 @@ class Leaderboard:
         with self.Session() as session:
             return sorted(set(session.scalars(select(Run.task))))
 
+    # -- transfer studies (:mod:`sim2obs.leaderboard.transfer`; deferred: it imports this module) --
+    def record_transfer(self, study_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                        submitter: str = "") -> tuple[list, int]:
+        """Check and record a transfer study folder (every metric recomputed; refused, naming
+        the row, on any difference). Returns ``(the study's records, number newly added)``."""
+        from sim2obs.leaderboard.transfer import record_transfer
+
+        return record_transfer(self, study_dir, data_dir=data_dir, submitter=submitter)
+
+    def transfer_runs(self, task: str | None = None) -> list:
+        from sim2obs.leaderboard.transfer import transfer_runs
+
+        return transfer_runs(self, task)
+
+    def transfer_tasks(self) -> list[str]:
+        from sim2obs.leaderboard.transfer import transfer_tasks
+
+        return transfer_tasks(self)
+
     def verify(self, run: Run, task: Task | None = None) -> dict[str, Any]:
         """Check a record: the stored file's hash equals the recorded one (tamper detection)
         and, given the task, every stored number (each metric, ``main_score``, ``main_value``,

@@ -1,4 +1,4 @@
-"""``sim2obs leaderboard``: show, submit, page, verify."""
+"""``sim2obs leaderboard``: show, submit, record-transfer, page, verify."""
 from __future__ import annotations
 
 import argparse
@@ -31,18 +31,34 @@ def cmd_show(ns) -> None:
     from sim2obs.leaderboard import aggregate, rank, to_csv, to_markdown, to_text
     from sim2obs.leaderboard.ranking import reference_entries
 
+    from sim2obs.leaderboard import transfer_board as transfer
+
     board = _board(ns)
-    names = [ns.task] if ns.task else board.tasks()
-    if ns.task and ns.task not in board.tasks():
+    with_transfer = sorted(set(board.tasks()) | set(board.transfer_tasks()))
+    names = [ns.task] if ns.task else with_transfer
+    if ns.task and ns.task not in with_transfer:
         from sim2obs.tasks import TASKS
 
         TASKS.get(ns.task)  # a typo gets "did you mean"
     if not names:
-        print("the leaderboard is empty: run `sim2obs run` or `sim2obs leaderboard submit`")
+        print("the leaderboard is empty: run `sim2obs run`, `sim2obs leaderboard submit` or "
+              "`sim2obs leaderboard record-transfer`")
+        return
+    if ns.transfer:  # the transfer board only
+        for name in names:
+            groups = transfer.board_groups(board, name)
+            if ns.format == "csv":
+                print(transfer.to_csv(groups), end="")
+            else:
+                print(transfer.to_text(groups, ns.format == "markdown"))
         return
     render = {"text": to_text, "markdown": to_markdown, "csv": to_csv}[ns.format]
     for name in names:
         runs = board.runs(name)
+        groups = transfer.board_groups(board, name) if ns.format != "csv" else []
+        if not runs:
+            print(transfer.to_text(groups, ns.format == "markdown"))
+            continue
         entries = rank(aggregate(runs) + reference_entries(_metadata(name)))
         text = render(entries, _metric_keys(name, runs))
         if ns.format == "csv":
@@ -50,6 +66,8 @@ def cmd_show(ns) -> None:
         else:
             print(f"\n{'## ' if ns.format == 'markdown' else ''}{name} ({len(runs)} runs)\n")
             print(text)
+            if groups:
+                print("\n" + transfer.to_text(groups, ns.format == "markdown"))
 
 
 def cmd_submit(ns) -> None:
@@ -92,6 +110,19 @@ def _parameters(items) -> dict:
     return out
 
 
+def cmd_record_transfer(ns) -> None:
+    """Check every row of a transfer study folder (predictions hashes, every metric recomputed)
+    and record them; a row whose numbers differ refuses the whole study, naming the row."""
+    from sim2obs.leaderboard import transfer_board as transfer
+
+    board = _board(ns)
+    records, added = board.record_transfer(ns.study, data_dir=ns.data_dir, submitter=ns.submitter or "")
+    print(f"{ns.study}: {len(records)} rows checked (every metric recomputed), {added} newly recorded, "
+          f"{len(records) - added} recorded before")
+    for name in sorted({r.task for r in records}):
+        print("\n" + transfer.to_text(transfer.board_groups(board, name)))
+
+
 def cmd_page(ns) -> None:
     from sim2obs.leaderboard import build_page
 
@@ -110,8 +141,8 @@ def cmd_verify(ns) -> None:
     checks = verify_board(board, data_dir=ns.data_dir, task=ns.task, hashes_only=ns.hashes_only)
     failed = [c for c in checks if c.status == "TAMPERED"] if ns.hashes_only else [c for c in checks if not c.ok]
     if failed:
-        print(f"verify failed for {len(failed)} run(s): " + ", ".join(f"#{c.run_id} ({c.status})" for c in failed),
-              file=sys.stderr)
+        names = [f"{'transfer ' if c.kind != 'run' else ''}#{c.run_id} ({c.status})" for c in failed]
+        print(f"verify failed for {len(failed)} run(s): " + ", ".join(names), file=sys.stderr)
         sys.exit(1)
 
 
@@ -127,6 +158,8 @@ def main(args: list[str]) -> None:
     p = sub.add_parser("show", help="ranked table per task")
     p.add_argument("--task", default=None)
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.add_argument("--transfer", action="store_true", help="only the transfer board (source, zero-shot, few-shot, "
+                   "gap per model; text/markdown show it below each task's table anyway)")
     p = sub.add_parser("submit", help="record a predictions file (HDF5 or CSV) made anywhere")
     p.add_argument("--task", required=True)
     p.add_argument("--predictions", required=True, help="HDF5 (.h5) or CSV (.csv) predictions file")
@@ -148,6 +181,10 @@ def main(args: list[str]) -> None:
                    help="the method does not depend on its seed: ranked without 3 seeds")
     p.add_argument("--verify-data", action="store_true",
                    help="check the whole data set (every shard, the content hash) before scoring")
+    p = sub.add_parser("record-transfer", help="record a transfer study folder (sim2obs transfer's output): "
+                       "every row's predictions hash checked and every metric recomputed")
+    p.add_argument("study", help="the study folder: <results>/transfer/<task>/<study>/ (holds transfer_results.json)")
+    p.add_argument("--submitter", default=None)
     p = sub.add_parser("page", help="write the static HTML leaderboard")
     p.add_argument("--out", default=None, help="default: <results-dir>/leaderboard")
     p = sub.add_parser("verify", help="check stored predictions' hashes and recompute every stored number; "
@@ -156,4 +193,5 @@ def main(args: list[str]) -> None:
     p.add_argument("--hashes-only", action="store_true",
                    help="only check that the stored prediction files are unchanged (no data needed)")
     ns = parser.parse_args(args)
-    {"show": cmd_show, "submit": cmd_submit, "page": cmd_page, "verify": cmd_verify}[ns.action](ns)
+    {"show": cmd_show, "submit": cmd_submit, "record-transfer": cmd_record_transfer, "page": cmd_page,
+     "verify": cmd_verify}[ns.action](ns)

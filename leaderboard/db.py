@@ -89,6 +89,68 @@ class Metric(Base):
     run: Mapped[Run] = relationship(back_populates="metrics")
 
 
+class TransferRun(Base):
+    """One point of a transfer study (model, source set, target set, strategy, k, seed), its
+    metrics recomputed by the board from the stored predictions and the set it was scored on
+    (``data_content_hash``: the source set for ``domain == "source"`` rows, else the target)."""
+
+    __tablename__ = "transfer_runs"
+    __table_args__ = (UniqueConstraint("task", "study", "target_name", "strategy", "k", "seed", "data_content_hash",
+                                       "predictions_sha256", name="uq_transfer_runs_point"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitter: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(100), index=True)
+    task_version: Mapped[str] = mapped_column(String(50))
+    study: Mapped[str] = mapped_column(String(200))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_key: Mapped[str] = mapped_column(String(64))  # the model and its settings, without data and seed
+    config: Mapped[dict] = mapped_column(JSON)  # the study's task config (data excluded)
+    seed: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(100))
+    k: Mapped[int] = mapped_column(Integer)
+    domain: Mapped[str] = mapped_column(String(10))  # "source" | "target"
+    split: Mapped[str] = mapped_column(String(100))
+    target_name: Mapped[str] = mapped_column(String(200))  # ladder name, or "source"
+    source_name: Mapped[str] = mapped_column(String(200))
+    source_content_hash: Mapped[str] = mapped_column(String(64))
+    source_path: Mapped[str] = mapped_column(String(500))
+    target_data_name: Mapped[str] = mapped_column(String(200))
+    target_content_hash: Mapped[str] = mapped_column(String(64))
+    target_path: Mapped[str] = mapped_column(String(500))
+    data_content_hash: Mapped[str] = mapped_column(String(64))  # the set the predictions were scored on
+    n_objects: Mapped[int] = mapped_column(Integer)
+    main_score: Mapped[str] = mapped_column(String(100))
+    main_value: Mapped[float] = mapped_column(Float)
+    errors: Mapped[dict] = mapped_column(JSON)  # bootstrap standard errors as the study reported them
+    predictions_sha256: Mapped[str] = mapped_column(String(64))
+    predictions_path: Mapped[str] = mapped_column(String(500))  # the stored copy
+    study_path: Mapped[str] = mapped_column(String(500))
+    folder: Mapped[str] = mapped_column(String(500))  # the point's folder, relative to the study folder
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sim2obs_version: Mapped[str] = mapped_column(String(50))
+    git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    metrics: Mapped[list["TransferMetric"]] = relationship(back_populates="run", cascade="all, delete-orphan",
+                                                           lazy="selectin")
+
+    def metric_dict(self) -> dict[str, float]:
+        return {m.key: m.value for m in self.metrics}
+
+
+class TransferMetric(Base):
+    """One recomputed metric value of a transfer run."""
+
+    __tablename__ = "transfer_metrics"
+
+    transfer_run_id: Mapped[int] = mapped_column(ForeignKey("transfer_runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+    run: Mapped[TransferRun] = relationship(back_populates="metrics")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -209,5 +271,6 @@ def tables_match_models(engine: Engine) -> list[str]:
     return [str(d) for d in diff]
 
 
-__all__ = ["Base", "Run", "Metric", "connect", "upgrade", "default_url", "schema_revision", "head_revision",
+__all__ = ["Base", "Run", "Metric", "TransferRun", "TransferMetric",
+           "connect", "upgrade", "default_url", "schema_revision", "head_revision",
            "tables_match_models", "utcnow", "inspect"]

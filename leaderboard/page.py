@@ -7,7 +7,9 @@ versus true, residual histograms, coverage curves; in file-name order, at a read
 page fits a 1400-px window). ``runs/<id>.html``: one page per run with its metrics, provenance
 and either the suite's configuration (a benchmark run) or exactly what the submitter sent.
 Plots are drawn from the stored predictions and the held-out truth (when the task's data is
-present on this machine).
+present on this machine). A task with transfer runs gets a transfer section after it
+(:func:`sim2obs.leaderboard.transfer_board.transfer_section`: the transfer table per source/target
+pair and a learning curve per model).
 """
 from __future__ import annotations
 
@@ -101,9 +103,16 @@ def build_page(board, out_dir: str | os.PathLike, data_dir: str | os.PathLike | 
 
     out = Path(out_dir)
     factory = task_factory or _default_factory(data_dir)
+    from sim2obs.leaderboard.transfer_board import transfer_section
+
     sections, toc, csv_all = [], [], []
-    for task_name in board.tasks():
+    for task_name in sorted(set(board.tasks()) | set(board.transfer_tasks())):
         runs = board.runs(task_name)
+        transfer_html = transfer_section(board, task_name, out, log)
+        if not runs:  # only transfer runs
+            sections.append(transfer_html)
+            toc.append(f"<li><a href=\"#transfer-{_e(task_name)}\">{_e(task_name)}: transfer</a></li>")
+            continue
         meta = TASKS.get(task_name).metadata if task_name in TASKS else None
         entries = rank(aggregate(runs) + reference_entries(meta))
         keys = list(meta.metrics) if meta else sorted({k for r in runs for k in r.metric_dict()})
@@ -138,8 +147,10 @@ def build_page(board, out_dir: str | os.PathLike, data_dir: str | os.PathLike | 
             f"<section id=\"task-{_e(task_name)}\"><h2>{_e(task_name)}</h2>{desc}{main}{legend_html}"
             f"<div class=\"scroll\"><table class=\"sortable\" data-task=\"{_e(task_name)}\"><thead><tr>{thead}</tr>"
             "</thead><tbody>" + "".join(body_rows) + f"</tbody></table></div>{download}" + "".join(plots_html)
-            + "</section>")
+            + "</section>" + transfer_html)
         toc.append(f"<li><a href=\"#task-{_e(task_name)}\">{_e(task_name)}</a> ({len(runs)} runs)</li>")
+        if transfer_html:
+            toc.append(f"<li><a href=\"#transfer-{_e(task_name)}\">{_e(task_name)}: transfer</a></li>")
         for run in runs:
             _write(out / "runs" / f"{run.id}.html", _run_page(run, out, factory, log))
     if csv_all:

@@ -1,6 +1,6 @@
 """``sim2obs leaderboard verify``: every stored number checked again, each run on its own.
 
-For every run of the board:
+For every run of the board (and every transfer run, :mod:`sim2obs.leaderboard.transfer`):
 
 1. the stored predictions exist and their sha256 is the recorded one (tamper detection);
 2. the run's task is rebuilt from its recorded task config, on this machine's copy of the data
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sim2obs.errors import DataFormatError, Sim2obsError, Sim2obsValueError
+from sim2obs.leaderboard.transfer import verify_transfer
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256
 
@@ -46,6 +47,7 @@ class RunCheck:
     status: str
     problems: list[str] = field(default_factory=list)
     recomputed: dict[str, float] | None = None
+    kind: str = "run"  # "run" | "transfer run" (a point of a transfer study)
 
     @property
     def ok(self) -> bool:
@@ -53,8 +55,8 @@ class RunCheck:
 
     def line(self) -> str:
         if self.ok:
-            return f"run #{self.run_id} {self.label}: hash ok, every stored number recomputed equal"
-        return f"run #{self.run_id} {self.label}: {self.status}: " + "; ".join(self.problems)
+            return f"{self.kind} #{self.run_id} {self.label}: hash ok, every stored number recomputed equal"
+        return f"{self.kind} #{self.run_id} {self.label}: {self.status}: " + "; ".join(self.problems)
 
 
 def _close(a: float, b: float) -> bool:
@@ -161,6 +163,7 @@ def verify_board(board, data_dir: str | os.PathLike | None = None, task: str | N
         check = check_run(board, run, rebuild)
         log(check.line())
         checks.append(check)
+    checks += verify_transfer(board, data_dir, task, hashes_only, log)
     n = len(checks)
     if hashes_only:
         unchanged = sum(c.status != TAMPERED for c in checks)
@@ -169,5 +172,7 @@ def verify_board(board, data_dir: str | os.PathLike | None = None, task: str | N
     good = sum(c.ok for c in checks)
     counts = {s: sum(c.status == s for c in checks) for s in (DIFFER, NOT_CHECKED, TAMPERED)}
     tail = ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
-    log(f"{good}/{n} runs verified" + (f" ({tail})" if tail else ""))
+    n_transfer = sum(c.kind == "transfer run" for c in checks)
+    what = f"runs ({n_transfer} of them transfer runs)" if n_transfer else "runs"
+    log(f"{good}/{n} {what} verified" + (f" ({tail})" if tail else ""))
     return checks
