@@ -19,7 +19,6 @@ import warnings
 import astropy.units as u
 import numpy as np
 from astropy.constants import G
-from astropy.modeling import fitting, models
 from scipy.special import gammaincinv
 
 from sim2obs.errors import Sim2obsValueError
@@ -107,6 +106,8 @@ def sersic_index(
     bounded to ``n_bounds`` (default 0.3..20; a fit at a bound returns the bound). NaN when fewer
     than four annuli are populated or the fit fails (fitter error, non-finite or unsuccessful result).
     """
+    from astropy.modeling import fitting, models  # deferred: astropy.modeling takes ~1 s to import
+
     lo, hi = (float(b) for b in n_bounds)
     if not 0 < lo < hi:
         raise Sim2obsValueError("n_bounds must satisfy 0 < low < high", value=n_bounds)

@@ -365,7 +365,7 @@ def test_marker_and_reuse(tmp_path, monkeypatch):
         raise AssertionError("regenerated")
 
     with monkeypatch.context() as m:
-        m.setattr(ms, "_build", no_build)
+        m.setattr("sim2obs.simgen.tng.minisim_writer._build", no_build)
         assert ms.write_minisim(dict(TINY), root) == base  # reused, not rebuilt
     assert (root / ms.MARKER_NAME).stat().st_mtime_ns == stamp
     with pytest.raises(Sim2obsValueError):  # another config at the same root needs overwrite
@@ -380,7 +380,7 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
         (where / "output").mkdir()
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ms, "_build", broken)
+    monkeypatch.setattr("sim2obs.simgen.tng.minisim_writer._build", broken)
     with pytest.raises(RuntimeError):
         ms.write_minisim(TINY, tmp_path / "sim")
     assert list(tmp_path.iterdir()) == []
