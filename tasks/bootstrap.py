@@ -41,8 +41,18 @@ class Replicates:
 def replicate_metrics(score: Callable[[Predictions, object], Mapping[str, float]], predictions: Predictions,
                       truth, indices: np.ndarray) -> Replicates:
     """Score ``predictions`` against ``truth`` (a :class:`~sim2obs.tasks.base.Truth`, both
-    aligned) on each row of ``indices``; ``score(predictions, truth) -> {metric: value}``."""
-    rows = [score(predictions.subset(idx), truth.subset(idx)) for idx in indices]
+    aligned) on each row of ``indices``; ``score(predictions, truth) -> {metric: value}``.
+    Resamples on which a metric is undefined (the score raises :class:`Sim2obsValueError`, e.g.
+    a tiny set resampled into a single object) are left out; with fewer than half of them
+    left, no error is recorded."""
+    rows = []
+    for idx in indices:
+        try:
+            rows.append(score(predictions.subset(idx), truth.subset(idx)))
+        except Sim2obsValueError:  # undefined on this resample (e.g. a tiny set drawn as one object)
+            continue
+    if len(rows) < max(2, len(indices) // 2):
+        return Replicates({})  # too few resamples where the metrics exist: no error is recorded
     keys = [k for k in rows[0] if all(k in r for r in rows)]
     return Replicates({k: np.array([float(r[k]) for r in rows]) for k in keys})
 

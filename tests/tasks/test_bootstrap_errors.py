@@ -102,3 +102,17 @@ def test_sorted_samples_keep_their_type_on_object_subsets_and_still_refuse_nan()
     bad[37, 4] = np.nan
     with pytest.raises(Sim2obsValueError, match="NaN"):
         M.coverage(M.sorted_samples(bad), y, 0.5)
+
+
+def test_resamples_where_a_metric_is_undefined_are_left_out():
+    def needs_spread(p, t):
+        if np.ptp(t.values) == 0:
+            raise Sim2obsValueError("no spread", value=0)
+        return {"rmse": M.rmse(p.values[:, 0], t.values[:, 0])}
+
+    truth = Truth(np.arange(3), np.array([[0.0], [1.0], [2.0]]))
+    pred = Predictions(np.arange(3), np.array([[0.1], [0.8], [2.5]]), ("x",))
+    reps = replicate_metrics(needs_spread, pred, truth, bootstrap_indices(3, 270, seed=0))
+    assert 220 < len(reps.values["rmse"]) < 265 and reps.errors()["rmse"] > 0  # 1/9 drawn as one object
+    one = Truth(np.arange(1), np.array([[0.0]]))
+    assert replicate_metrics(needs_spread, pred.subset(np.array([0])), one, bootstrap_indices(1, 20)).errors() == {}

@@ -140,7 +140,8 @@ def test_torch_weighted_l1_equals_the_shared_metric():
 
 
 def test_paper_preset_builds_three_morphology_cnns_and_cnn4(tmp_path):
-    from sim2obs.tasks.ml_ratio import MLRatioNet, _Extract, build_morphology_net
+    from sim2obs.tasks.common.networks import FeatureExtractor
+    from sim2obs.tasks.ml_ratio import MLRatioNet, build_morphology_net
 
     task = build_task("ml_ratio", load_task_config("ml_ratio", "paper"), data_dir=tmp_path)
     c = task.config
@@ -152,7 +153,7 @@ def test_paper_preset_builds_three_morphology_cnns_and_cnn4(tmp_path):
         net, backbone = build_morphology_net(task._cnn_model(spec), n)
         size = spec.image_size or c.image_size
         x = torch.rand(2, 1, size, size)
-        feats = _Extract(net.eval(), spec.inner_features)(x)
+        feats = FeatureExtractor(net.eval(), spec.inner_features)(x)
         assert feats.shape[0] == 2 and feats.shape[1] >= n + (512 if spec.inner_features else 0)
     ml = MLRatioNet(backbone, n, centre=3.0, scale=1.5)
     assert ml.eval()(x).shape == (2, 1)

@@ -1,0 +1,104 @@
+"""The networks of Wu & Boada (2019): ``cnn`` on the full-resolution RGB images (appendix A) and
+the ``resolution_<n>px`` study on re-binned ones (§5.3)."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from sim2obs.config import to_plain
+from sim2obs.errors import ConfigError
+from sim2obs.models import build_model
+from sim2obs.models.engine import seed_everything, small_input_precision
+from sim2obs.models.resnet import load_torchvision_state_dict
+from sim2obs.tasks.base import MethodOutput
+from sim2obs.tasks.common.networks import fit_folder, guard_lone_batch, predict_in_order, split_dataset, task_trainer
+from sim2obs.tasks.common.scaling import StandardScaler
+from sim2obs.tasks.metallicity.config import STACK
+from sim2obs.tasks.metallicity.training import RandomDihedral, adapt_stages, rmse_loss
+
+if TYPE_CHECKING:
+    from sim2obs.tasks.metallicity.task import MetallicityTask
+
+__all__ = ["run_network"]
+
+
+def _load_pretrained(task: "MetallicityTask", model: nn.Module, study: bool) -> list | None:
+    """Load ``pretrained`` (a torchvision state dict) into ``model`` when it applies (the ``cnn``,
+    and the study when it uses the task's ``model``); returns its identity ``[path, size]``."""
+    cfg = task.config
+    pretrained = cfg.pretrained if not (study and cfg.resolution.model is not None) else None
+    if not pretrained:
+        return None
+    path = Path(str(pretrained)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"task.{task.name}.pretrained", "no such state-dict file", value=str(path))
+    load_torchvision_state_dict(model, torch.load(path, map_location="cpu", weights_only=True))
+    return [str(path), path.stat().st_size]
+
+
+def _datasets(task: "MetallicityTask", size: int | None, min_size: int, scaler: StandardScaler) -> dict:
+    """Train, val and evaluation-split datasets of the (re-binned) RGB images; targets standardised
+    with ``scaler``; the evaluation split gets placeholder targets: its labels never reach the network."""
+    data = {}
+    for s in ("train", "val", task.config.eval_split):
+        x = torch.from_numpy(task.network_inputs(s, size, min_size))
+        target = scaler.transform(task.labels(s)) if s in ("train", "val") else None
+        data[s] = split_dataset({STACK: x}, task.split_ids(s), target)
+    return data
+
+
+def _schedule(task: "MetallicityTask", tcfg, model: nn.Module, data: dict) -> tuple[Any, Any, dict[str, str]]:
+    """The trainer config adapted to this run (precision of small inputs, the network's layer
+    groups, a lone last batch, the augmentation); returns ``(config, augment, notes)``."""
+    side = int(data["train"].inputs[STACK].shape[-1])
+    tcfg, precision_note = small_input_precision(tcfg, side)
+    tcfg, dropped = adapt_stages(tcfg, model)
+    tcfg = guard_lone_batch(tcfg, len(data["train"]))  # a lone last object breaks batch norm on 1 px maps
+    augment = {"dihedral": RandomDihedral(), "trainer": None, "none": None}[task.config.augment]
+    if task.config.augment == "none":
+        tcfg = replace(tcfg, augment=None)
+    notes = {}
+    if precision_note:
+        notes["precision_note"] = precision_note
+    if dropped:
+        notes["schedule_note"] = (f"learning-rate groups {dropped} match no parameter of this network: those "
+                                  "parameters use trainer.lr")
+    return tcfg, augment, notes
+
+
+def run_network(task: "MetallicityTask", workdir: Path, size: int | None) -> MethodOutput:
+    """Train the network on the (re-binned) RGB images of train, select on val, predict the
+    evaluation split with test-time augmentation. The evaluation split's labels are never read."""
+    cfg = task.config
+    study = size is not None
+    model_cfg = to_plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
+    tcfg = task.trainer_config(resolution=study, model_target=str(model_cfg.get("_target_")))
+    tcfg = replace(tcfg, progress=bool(task.progress))  # bars on a terminal; epoch lines in logs
+    seed_everything(tcfg.seed)
+    model = build_model(model_cfg)
+    pretrained_id = _load_pretrained(task, model, study)
+    min_size = int(getattr(model, "min_input_size", 1) or 1)
+    scaler = StandardScaler().fit(task.labels("train"))
+    mu, sd = float(scaler.mean_[0]), float(scaler.scale_[0])
+    data = _datasets(task, size, min_size, scaler)
+    tcfg, augment, notes = _schedule(task, tcfg, model, data)
+    fit_identity = {"data": task.galaxy_set.content_hash, "split": cfg.eval_split, "size": size,
+                    "min_size": min_size, "pretrained": pretrained_id, "rgb": asdict(cfg.rgb), "model": model_cfg,
+                    "trainer": to_plain(tcfg), "augment": cfg.augment, "target_scale": [mu, sd]}
+    fit_dir = fit_folder(workdir, fit_identity, prune=True)  # checkpoints of other settings go
+    trainer = task_trainer(task, tcfg, rmse_loss(), workdir.name, augment)
+    fit = trainer.fit(model, data["train"], data["val"], fit_dir, model_config=model_cfg)
+    pred = predict_in_order(trainer, model, data[cfg.eval_split], tta=bool(cfg.tta))
+    values = scaler.inverse_transform(pred[:, :1])[:, 0]
+    info = {"model": type(model).__name__, "_target_": str(model_cfg.get("_target_")),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "resolution_px": int(size) if study else task.stamp, "input_px": int(data["train"].inputs[STACK].shape[-1]),
+            "epochs_run": len(fit.history), "best_epoch": fit.best_epoch,
+            "val_rmse_dex": float(fit.best_val_loss) * sd,
+            "train_seconds": float(sum(r["seconds"] for r in fit.history)), "tta": bool(cfg.tta),
+            "target_mean": mu, "target_std": sd, "fit_dir": fit_dir.name, **notes}
+    return MethodOutput(task.predictions(task.split_ids(cfg.eval_split), values), info)
