@@ -1,7 +1,8 @@
 """The leaderboard: verified run records, submissions, ranking.
 
 Every number on the board is computed here, by the task's own ``evaluate``, from a stored copy
-of the predictions and the held-out truth; nothing a submitter reports is trusted. Each record
+of the predictions and the held-out truth; nothing a submitter reports is trusted (each
+metric's 1σ bootstrap error too, on the task's own resamples: :func:`score`). Each record
 pins the data (content hash), the code (sim2obs version, git commit, package versions) and the
 configuration (full resolved config and its hash). Stored predictions are content-addressed
 (``<store>/predictions/<sha256>.h5``); :meth:`Leaderboard.verify` detects a file changed after
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -53,6 +55,55 @@ def hardware() -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Scored:
+    """What the board computes from a run's predictions: every metric, each one's 1σ bootstrap
+    error (the task's own resamples, :meth:`Task._replicates`: ``n_bootstrap`` resamples drawn
+    with ``seed``, the same for every method of the task on this test set) and the main score
+    on every resample (``main_replicates``, (n_bootstrap,); it pairs differences between runs)."""
+
+    metrics: dict[str, float]
+    errors: dict[str, float]
+    main_replicates: list[float] | None  # None: a resample's metrics are undefined (see :func:`score`)
+    n_bootstrap: int
+    seed: int
+
+
+def score(task: Task, predictions: Predictions, split: str) -> Scored:
+    """Align ``predictions`` with ``split``'s held-out truth (refusing anything that does not
+    match it) and compute every metric with its bootstrap error. On a tiny test set a resample
+    can leave a metric undefined (e.g. every draw the same object: no spread): the task leaves
+    such resamples out (``main_replicates`` is then shorter than ``n_bootstrap`` and pairs with
+    nothing), or records no errors when too few remain (``errors == {}``); a recomputation
+    reproduces either."""
+    aligned, truth = task.align(predictions, split)
+    metrics = task._score(aligned, truth)
+    try:
+        replicates = task._replicates(aligned, truth)
+    except Sim2obsValueError:
+        errors, reps = {}, None
+    else:
+        errors, reps = replicates.errors(), replicates.values.get(task.metadata.main_score)
+    if reps is not None and not np.isfinite(reps).all():  # not storable as JSON, nothing to pair
+        reps = None
+    return Scored(metrics, errors, None if reps is None else [float(x) for x in reps],
+                  int(task.config.n_bootstrap), int(task.config.bootstrap_seed))
+
+
+def stated_error_problems(stated: Mapping[str, Any], scored: Scored, predictions: Predictions) -> list[str]:
+    """Every bootstrap error a submitter stated that is not the board's recomputation (within
+    rounding, or float32 precision for posterior samples: the tolerances of
+    :func:`sim2obs.leaderboard.transfer.tolerances`)."""
+    from sim2obs.leaderboard.transfer import _same, tolerances  # deferred: transfer imports this module
+
+    tol = tolerances(predictions)
+    extra = sorted(set(stated) - set(scored.errors))
+    out = [f"error of {k!r} = {stated[k]!r} is not one the board computes" for k in extra]
+    out += [f"error of {k!r}: stated {stated[k]!r}, recomputed {scored.errors[k]!r}"
+            for k in sorted(set(stated) & set(scored.errors)) if not _same(stated[k], scored.errors[k], *tol(k))]
+    return out
+
+
 def data_kind(task: Task) -> str:
     """``sim`` for a generated set, ``real`` for a set built from survey data."""
     return "real" if "path" in task.config.data and task.galaxy_set.provenance.get("generator") is None else "sim"
@@ -72,6 +123,11 @@ class RunInfo:
     submitter: str = ""
     #: The method's output does not depend on its seed (ranked without three seeds).
     deterministic: bool = False
+    #: 1σ bootstrap errors the submitter computed ({metric: error}; optional): each must equal
+    #: the board's recomputation, or the run is refused (as a disagreeing metric is).
+    errors: Mapping[str, float] | None = None
+    #: The resamples those errors were computed on, as stated (checked against the task's).
+    n_bootstrap: int | None = None
 
 
 class Leaderboard:
@@ -116,7 +172,9 @@ class Leaderboard:
         if verify_data:
             task.galaxy_set.verify()
         predictions = read_predictions(path, task)
-        metrics = task.evaluate(predictions, split)  # refuses anything that does not match the split
+        scored = score(task, predictions, split)  # refuses anything that does not match the split
+        metrics = scored.metrics
+        self._check_stated(path, info, scored, predictions)
         eval_seconds = eval_seconds if eval_seconds is not None else time.perf_counter() - t0
         sha = file_sha256(path)
         existing = self._find(task.name, split, task.galaxy_set.content_hash, sha)
@@ -148,7 +206,8 @@ class Leaderboard:
                   predictions_sha256=sha, stored_sha256=stored_sha, predictions_path=str(stored), train_seconds=info.train_seconds,
                   eval_seconds=eval_seconds, hardware=hardware(), package_versions=package_versions(),
                   sim2obs_version=sim2obs.__version__, git_commit=git_commit(), source=source,
-                  metrics=[Metric(key=k, value=float(v)) for k, v in metrics.items()])
+                  n_bootstrap=scored.n_bootstrap, bootstrap_seed=scored.seed, main_replicates=scored.main_replicates,
+                  metrics=[Metric(key=k, value=float(v), error=scored.errors.get(k)) for k, v in metrics.items()])
         try:
             with self.Session.begin() as session:
                 session.add(run)
@@ -159,6 +218,17 @@ class Leaderboard:
             return existing
         return run
 
+    @staticmethod
+    def _check_stated(path: Path, info: RunInfo, scored: Scored, predictions: Predictions) -> None:
+        """Refuse (nothing written) stated bootstrap errors the board does not recompute."""
+        if info.n_bootstrap is not None and int(info.n_bootstrap) != scored.n_bootstrap:
+            raise DataFormatError(path, "n_bootstrap", f"the errors were stated on {info.n_bootstrap} resamples; "
+                                  f"the task's evaluation uses {scored.n_bootstrap}")
+        problems = stated_error_problems(info.errors or {}, scored, predictions)
+        if problems:
+            raise DataFormatError(path, "errors", f"refused, run {info.model_name!r} (seed {info.seed}): its stated "
+                                  "bootstrap errors are not what its predictions give: " + "; ".join(problems))
+
     def record_task_rows(self, task: Task, rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
                          submitter: str = "") -> list[Run]:
         """Record the rows of :meth:`Task.run` (a benchmark run records itself)."""
@@ -167,11 +237,14 @@ class Leaderboard:
             info = row.get("info") or {}
             config = {"method": row["method"], "method_config": row.get("method_config", {}),
                       "task_config": row.get("task_config", {})}
+            if row.get("kind"):  # "baseline" rows give the board its "Δ vs best baseline"
+                config["kind"] = row["kind"]
             seed = (row.get("task_config") or {}).get("seed")
             run_info = RunInfo(model_name=row["method"], model_target=info.get("_target_"),
                                model_version=info.get("version"), n_parameters=info.get("n_parameters"),
                                config=config, seed=seed, train_seconds=info.get("train_seconds", row.get("wall_seconds")),
-                               submitter=submitter, deterministic=bool(row.get("deterministic", False)))
+                               submitter=submitter, deterministic=bool(row.get("deterministic", False)),
+                               errors=row.get("errors"), n_bootstrap=row.get("n_bootstrap"))
             out.append(self.record(task, Path(out_dir) / row["method"] / row["predictions"], run_info,
                                    split=row["split"], source="benchmark"))
         return out
@@ -215,9 +288,10 @@ class Leaderboard:
 
     def verify(self, run: Run, task: Task | None = None) -> dict[str, Any]:
         """Check a record: the stored file's hash equals the recorded one (tamper detection)
-        and, given the task, every stored number (each metric, ``main_score``, ``main_value``,
-        ``n_objects``) equals a fresh recomputation. Returns ``{"hash_ok", "metrics_ok",
-        "recomputed", "mismatches"}`` (``metrics_ok`` is None when no task was given: nothing was
+        and, given the task, every stored number (each metric and its bootstrap error,
+        ``main_score``, ``main_value``, ``n_objects``, the resamples' count and seed and the main
+        score on each) equals a fresh recomputation. Returns ``{"hash_ok", "metrics_ok",
+        "recomputed", "errors", "mismatches"}`` (``metrics_ok`` is None when no task was given: nothing was
         recomputed; :func:`sim2obs.leaderboard.verify.verify_board` rebuilds the task and treats
         that as a failure); a missing or changed file raises :class:`DataFormatError` naming it."""
         path = Path(run.predictions_path)
@@ -233,9 +307,9 @@ class Leaderboard:
             from sim2obs.leaderboard.verify import compare_numbers
 
             predictions = Predictions.load(path)
-            recomputed = task.evaluate(predictions, run.split)
-            out["recomputed"] = recomputed
-            out["mismatches"] = compare_numbers(run, task, recomputed, predictions)
+            scored = score(task, predictions, run.split)
+            out["recomputed"], out["errors"] = scored.metrics, scored.errors
+            out["mismatches"] = compare_numbers(run, task, scored.metrics, predictions, scored)
             out["metrics_ok"] = not out["mismatches"]
         return out
 
@@ -259,4 +333,4 @@ def _user() -> str:
         return "unknown"
 
 
-__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "hardware", "config_hash"]
+__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "Scored", "score", "hardware", "config_hash"]

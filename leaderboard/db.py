@@ -69,12 +69,20 @@ class Run(Base):
     sim2obs_version: Mapped[str] = mapped_column(String(50))
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source: Mapped[str] = mapped_column(String(20))  # "benchmark" (a suite run) | "submission" (a file)
+    # bootstrap (issue 15; None on runs recorded before it): the task's resamples of the scored objects
+    n_bootstrap: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bootstrap_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    main_replicates: Mapped[list | None] = mapped_column(JSON, nullable=True)  # (n_bootstrap,) main score
 
     metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan",
                                                    lazy="selectin")
 
     def metric_dict(self) -> dict[str, float]:
         return {m.key: m.value for m in self.metrics}
+
+    def error_dict(self) -> dict[str, float]:
+        """1σ bootstrap error of each metric that has one (recomputed by the board)."""
+        return {m.key: m.error for m in self.metrics if m.error is not None}
 
 
 class Metric(Base):
@@ -85,6 +93,7 @@ class Metric(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+    error: Mapped[float | None] = mapped_column(Float, nullable=True)  # 1σ bootstrap error on the test set
 
     run: Mapped[Run] = relationship(back_populates="metrics")
 
@@ -123,7 +132,9 @@ class TransferRun(Base):
     n_objects: Mapped[int] = mapped_column(Integer)
     main_score: Mapped[str] = mapped_column(String(100))
     main_value: Mapped[float] = mapped_column(Float)
-    errors: Mapped[dict] = mapped_column(JSON)  # bootstrap standard errors as the study reported them
+    errors: Mapped[dict] = mapped_column(JSON)  # 1σ bootstrap errors, recomputed (before 0004: as reported)
+    n_bootstrap: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the resamples behind ``errors``
+    bootstrap_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     predictions_sha256: Mapped[str] = mapped_column(String(64))
     predictions_path: Mapped[str] = mapped_column(String(500))  # the stored copy
     study_path: Mapped[str] = mapped_column(String(500))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sim2obs.atomic import atomic_write
-from sim2obs.leaderboard.ranking import aggregate, rank, table_rows
+from sim2obs.leaderboard.ranking import TIE, aggregate, rank, table_rows
 
 _STYLE = """
 *{box-sizing:border-box}
@@ -138,8 +138,9 @@ def build_page(board, out_dir: str | os.PathLike, data_dir: str | os.PathLike | 
                                       f"{best.id}\"></a>" for p in imgs) + "</div>")
         desc = f"<p>{_e(meta.description)}<br><small>{_e(meta.citation)}</small></p>" if meta else ""
         main = (f"<p>Ranked by <b>{_e(entries[0].main_score if entries else '')}</b> on the test set tagged "
-                "<i>sim</i> (mean ± std over seeds); entries scored on other test sets are not ranked against it. "
-                "Columns were scored on:</p>")
+                "<i>sim</i> (mean over seeds ± its 1σ bootstrap error on the test set, with the seeds' standard "
+                "deviation; runs recorded without errors: mean ± std over seeds); entries scored on other test sets "
+                f"are not ranked against it; {TIE} marks a rank within 1σ of the next. Columns were scored on:</p>")
         items = "".join(f"<li><code>{_e(line)}</code></li>" for line in legend(entries))
         legend_html = f"<ul class=\"legend\">{items}</ul>"
         download = f"<p class=\"download\"><a href=\"{_e(task_name)}.csv\" download>Download this table (CSV)</a></p>"
@@ -216,7 +217,14 @@ def _submission_html(run) -> str:
 
 
 def _run_page(run, out: Path, factory, log) -> str:
-    metrics = "".join(f"<tr><td>{_e(k)}</td><td>{v:.6g}</td></tr>" for k, v in sorted(run.metric_dict().items()))
+    errors = run.error_dict() if hasattr(run, "error_dict") else {}
+    metrics = "<tr><th>metric</th><th>value</th><th>1σ bootstrap error</th></tr>" + "".join(
+        f"<tr><td>{_e(k)}</td><td>{v:.6g}</td><td>{'—' if k not in errors else format(errors[k], '.3g')}</td></tr>"
+        for k, v in sorted(run.metric_dict().items()))
+    n_boot = getattr(run, "n_bootstrap", None)
+    boot = "" if n_boot is None else (f"<p>Errors: standard deviation over {n_boot} bootstrap resamples of the "
+                                      f"{run.n_objects} test objects (resample seed {run.bootstrap_seed}), "
+                                      "recomputed by the board.</p>")
     imgs = "".join(f"<img src=\"../{_e(p)}\" alt=\"{_e(Path(p).stem)}\">" for p in _plots_for(run, factory, out, log))
     prov = {
         "task": f"{run.task} v{run.task_version}", "split": run.split,
@@ -233,7 +241,7 @@ def _run_page(run, out: Path, factory, log) -> str:
     else:
         config = f"<h2>Configuration</h2><pre>{_e(json.dumps(run.config, indent=2, default=str))}</pre>"
     body = (f"<p><a href=\"../index.html\">&larr; leaderboard</a></p><h1>Run #{run.id}: {_e(run.model_name)} on "
-            f"{_e(run.task)}</h1><h2>Metrics</h2><table>{metrics}</table><div class=\"plots\">{imgs}</div>"
+            f"{_e(run.task)}</h1><h2>Metrics</h2><table>{metrics}</table>{boot}<div class=\"plots\">{imgs}</div>"
             f"{config}<h2>Provenance</h2><table>{rows}</table>"
             f"<h2>Hardware</h2><pre>{_e(json.dumps(run.hardware, indent=2))}</pre>"
             f"<h2>Package versions</h2><pre>{_e(json.dumps(run.package_versions, indent=2))}</pre>")

@@ -9,6 +9,9 @@ numbers: it checks each predictions file's sha256, rebuilds the task from the ro
 ``task.evaluate`` and refuses the whole study, naming the row, when any stored number differs
 (beyond rounding; beyond float32 precision for posterior samples, which the file stores as
 float32: :data:`F32_TOL`). The board stores its own recomputed numbers.
+Each metric's 1σ bootstrap error is recomputed too, on ``n_boot`` resamples drawn with
+``n_boot_seed`` (the row's, when it states them: then an error that differs refuses the row as a
+metric does; else the protocol's defaults, and the row's own errors are not used).
 Nothing is written unless every row passes; re-recording a folder adds no rows.
 :func:`verify_transfer` re-checks stored transfer runs (``leaderboard verify``). The board and
 its page: :mod:`sim2obs.leaderboard.transfer_board`.
@@ -21,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import dataclasses
+
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +37,8 @@ from sim2obs.leaderboard.submission import check_hdf5
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, git_commit
 from sim2obs.tasks import TASKS
+from sim2obs.tasks import metrics as M
+from sim2obs.tasks.bootstrap import N_BOOTSTRAP, bootstrap_indices, replicate_metrics
 
 RESULTS_FILE = "transfer_results.json"
 #: Relative and absolute tolerance of a recomputed metric against the row's (JSON floats).
@@ -175,10 +182,42 @@ def metric_problems(stored: Mapping[str, Any], recomputed: Mapping[str, float], 
     return out
 
 
+def boot_params(row: Mapping[str, Any]) -> tuple[int, int, bool]:
+    """``(n_boot, n_boot_seed, stated)``: the row's resamples, else the protocol's defaults."""
+    n, seed = row.get("n_boot"), row.get("n_boot_seed")
+    if isinstance(n, int) and isinstance(seed, int) and not isinstance(n, bool):
+        return n, seed, True
+    return N_BOOTSTRAP, 0, False
+
+
+def score_with_errors(task, predictions: Predictions, split: str, n_boot: int,
+                      seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Every metric of ``predictions`` on ``split`` and each one's 1σ bootstrap error on
+    ``n_boot`` resamples drawn with ``seed`` (as the transfer protocol scores a point; {} when a
+    resample leaves a metric undefined, as on a tiny test set)."""
+    aligned, truth = task.align(predictions, split)
+    metrics = task._score(aligned, truth)
+    if aligned.samples is not None:  # sorted once; every resample's subset stays sorted
+        aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
+    idx = bootstrap_indices(len(truth.ids), n_boot, seed=seed)
+    try:
+        return metrics, replicate_metrics(task._score, aligned, truth, idx).errors()
+    except Sim2obsValueError:  # a resample leaves a metric undefined (tiny test set): no errors
+        return metrics, {}
+
+
+def error_problems(stated: Mapping[str, Any], errors: Mapping[str, float], tol) -> list[str]:
+    out = [f"error of {k!r} = {stated[k]!r} is not one the task computes" for k in sorted(set(stated) - set(errors))]
+    out += [f"error of {k!r} (recomputed {errors[k]:.6g}) is missing" for k in sorted(set(errors) - set(stated))]
+    return out + [f"error of {k!r}: stated {stated[k]!r}, recomputed {errors[k]!r}"
+                  for k in sorted(set(stated) & set(errors)) if not _same(stated[k], errors[k], *tol(k))]
+
+
 def check_row(i: int, row: Mapping[str, Any], study_dir: Path, tasks: TransferTasks,
-              results: Path) -> tuple[Any, Predictions, dict[str, float], Path]:
+              results: Path) -> tuple[Any, Predictions, dict[str, float], Path, dict[str, float]]:
     """Check one row (predictions file and hash, task version, split, every number) and return
-    ``(task, predictions, recomputed metrics, predictions file)``; refuses naming the row."""
+    ``(task, predictions, recomputed metrics, predictions file, recomputed errors)``; refuses
+    naming the row."""
     label = row_label(i, row)
     pred = (study_dir / row["folder"] / row["predictions"]).resolve()
     if not pred.is_relative_to(study_dir.resolve()):
@@ -201,16 +240,19 @@ def check_row(i: int, row: Mapping[str, Any], study_dir: Path, tasks: TransferTa
                               f"ranks the held-out split {task.config.eval_split!r}")
     check_hdf5(pred)
     predictions = Predictions.load(pred)
+    n_boot, boot_seed, stated = boot_params(row)
     try:
-        recomputed = task.evaluate(predictions, row["split"])
+        recomputed, errors = score_with_errors(task, predictions, row["split"], n_boot, boot_seed)
     except Sim2obsError as exc:
         raise DataFormatError(pred, None, f"{label}: the predictions cannot be scored: {exc}") from None
     problems = metric_problems(row["metrics"], recomputed, row["main_score"], row["value"], task,
                                tolerances(predictions))
+    if stated and isinstance(row.get("errors"), dict):
+        problems += error_problems(row["errors"], errors, tolerances(predictions))
     if problems:
         raise DataFormatError(results, f"[{i}].metrics", f"{label}: refused, its numbers are not what its "
                               "predictions give: " + "; ".join(problems))
-    return task, predictions, recomputed, pred
+    return task, predictions, recomputed, pred, errors
 
 
 def _finite(d: Mapping[str, Any]) -> dict:
@@ -230,7 +272,7 @@ def record_transfer(board, study_dir: str | os.PathLike, data_dir: str | os.Path
     checked = [check_row(i, row, study_dir, tasks, results) for i, row in enumerate(rows)]
     commit, user = git_commit(), submitter or _user()
     new, existing, seen = [], [], set()
-    for row, (task, predictions, metrics, pred) in zip(rows, checked):
+    for row, (task, predictions, metrics, pred, errors) in zip(rows, checked):
         sha = row["predictions_sha256"]
         data_hash = scored_identity(row)["content_hash"]
         point = (row["task"], row["study"], row["target_name"], row["strategy"], row["k"], row["seed"], data_hash, sha)
@@ -250,7 +292,8 @@ def record_transfer(board, study_dir: str | os.PathLike, data_dir: str | os.Path
             source_path=src["path"], target_data_name=tgt["name"], target_content_hash=tgt["content_hash"],
             target_path=tgt["path"], data_content_hash=data_hash, n_objects=len(predictions.ids),
             main_score=task.metadata.main_score, main_value=float(metrics[task.metadata.main_score]),
-            errors=_finite(row.get("errors") or {}), predictions_sha256=sha, predictions_path=str(stored),
+            errors=_finite(errors), n_bootstrap=boot_params(row)[0], bootstrap_seed=boot_params(row)[1],
+            predictions_sha256=sha, predictions_path=str(stored),
             study_path=str(study_dir.resolve()), folder=row["folder"], wall_seconds=row.get("wall_seconds"),
             sim2obs_version=sim2obs.__version__, git_commit=commit,
             metrics=[TransferMetric(key=k, value=float(v)) for k, v in metrics.items()]))
@@ -317,11 +360,17 @@ def check_transfer_run(run: TransferRun, tasks: TransferTasks | None):
     try:
         task = tasks.get(run.task, run.config, identity, run.study_path)
         predictions = Predictions.load(path)
-        check.recomputed = task.evaluate(predictions, run.split)
+        if run.n_bootstrap is None:  # recorded before the board recomputed errors: none to check
+            check.recomputed, errors = task.evaluate(predictions, run.split), None
+        else:
+            check.recomputed, errors = score_with_errors(task, predictions, run.split, run.n_bootstrap,
+                                                         run.bootstrap_seed or 0)
     except Sim2obsError as exc:
         check.status, check.problems = NOT_CHECKED, [str(exc)]
         return check
     problems = metric_problems(run.metric_dict(), check.recomputed, run.main_score, run.main_value, task)
+    if errors is not None:
+        problems += error_problems(run.errors or {}, errors, tolerances(None))
     if run.n_objects != len(predictions.ids):
         problems.append(f"n_objects: stored {run.n_objects}, the stored predictions hold {len(predictions.ids)}")
     if run.task_version != task.metadata.version:

@@ -41,6 +41,16 @@ class Cell:
 
     per_seed: dict[int, float]
     run_ids: list[int]
+    #: each seed's 1σ bootstrap error of the main score on the test set (recomputed by the board)
+    boot: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def boot_error(self) -> float | None:
+        """The bootstrap error of the seed mean: the mean of the seeds' errors (an upper bound,
+        the seeds share one test set), None unless every seed has one."""
+        if not self.per_seed or set(self.boot) != set(self.per_seed):
+            return None
+        return sum(self.boot.values()) / len(self.boot)
 
     @property
     def stat(self) -> Stat:
@@ -56,9 +66,14 @@ class Cell:
 
 def _cell(runs: Sequence[TransferRun]) -> Cell:
     by_seed: dict[int, list[float]] = defaultdict(list)
+    errs: dict[int, list[float]] = defaultdict(list)
     for r in runs:
         by_seed[r.seed].append(r.main_value)
-    return Cell({s: sum(v) / len(v) for s, v in by_seed.items()}, [r.id for r in runs])
+        err = (r.errors or {}).get(r.main_score) if getattr(r, "n_bootstrap", None) is not None else None
+        if err is not None:
+            errs[r.seed].append(err)
+    boot = {s: sum(v) / len(v) for s, v in errs.items() if len(v) == len(by_seed[s])}
+    return Cell({s: sum(v) / len(v) for s, v in by_seed.items()}, [r.id for r in runs], boot)
 
 
 @dataclass
@@ -104,7 +119,9 @@ class TransferEntry:
         z, s = self.zero_shot, self.source_cell
         if z is None or s is None or not set(z.per_seed) & set(s.per_seed):
             return None
-        return Cell({k: z.per_seed[k] - s.per_seed[k] for k in set(z.per_seed) & set(s.per_seed)}, [])
+        both = set(z.per_seed) & set(s.per_seed)
+        boot = {k: math.hypot(z.boot[k], s.boot[k]) for k in both if k in z.boot and k in s.boot}  # two sets
+        return Cell({k: z.per_seed[k] - s.per_seed[k] for k in both}, [], boot)
 
 
 def aggregate_transfer(runs: Iterable[TransferRun]) -> list[TransferEntry]:
@@ -169,7 +186,9 @@ def group_title(group: Sequence[TransferEntry]) -> str:
 def _fmt(cell: Cell | None, extra: str = "") -> str:
     if cell is None:
         return ""
-    return f"{cell.stat} (n={cell.n_seeds}{', ' + extra if extra else ''})"
+    err = cell.boot_error
+    boot = "" if err is None else f" [test ± {err:.2g}]"
+    return f"{cell.stat}{boot} (n={cell.n_seeds}{', ' + extra if extra else ''})"
 
 
 def table_rows(group: Sequence[TransferEntry]) -> tuple[list[str], list[list[str]]]:
@@ -212,7 +231,7 @@ def to_csv(groups: Sequence[Sequence[TransferEntry]]) -> str:
     w = csv.writer(buf)
     w.writerow(["task", "task_version", "source_name", "source_hash", "target_names", "target_data_name",
                 "target_hash", "rank", "model", "model_key", "studies", "point", "strategy", "k", "best_at_k",
-                "main_score", "mean", "std", "n_seeds", "run_ids"])
+                "main_score", "mean", "std", "n_seeds", "run_ids", "bootstrap_error"])
     for g in groups:
         for e in g:
             head = [e.task, e.task_version, e.source[0], e.source[1], "/".join(e.target_names), e.target[0],
@@ -225,7 +244,8 @@ def to_csv(groups: Sequence[Sequence[TransferEntry]]) -> str:
                 best = e.best(k) if point == "target" and strategy != ZERO_SHOT else None
                 st = cell.stat
                 w.writerow(head + [point, strategy, k, bool(best and best[0] == strategy), e.main_score, st.mean,
-                                   st.std, cell.n_seeds, " ".join(map(str, cell.run_ids))])
+                                   st.std, cell.n_seeds, " ".join(map(str, cell.run_ids)),
+                                   "" if cell.boot_error is None else cell.boot_error])
     return buf.getvalue()
 
 
@@ -281,7 +301,8 @@ def transfer_section(board, task_name: str, out: Path, log: Callable[[str], None
              "<p>Trained on the source set, scored on the target set's test split: <b>source</b> is the in-domain "
              "score, <b>zero-shot</b> the target score without target labels, <b>k=… best</b> the best strategy "
              "with k labelled target objects (named), <b>gap</b> zero-shot − source paired per seed; each mean ± "
-             f"std over seeds (n = seeds). Ranked by the zero-shot score (needs {MIN_SEEDS_RANKED} seeds), only "
+             "std over seeds (n = seeds), with <i>test ±</i> the 1σ bootstrap error on the test set (recomputed; the "
+             f"gap's in quadrature: two test sets). Ranked by the zero-shot score (needs {MIN_SEEDS_RANKED} seeds), only "
              "within one source/target pair of content hashes and task version.</p>",
              f"<p class=\"download\"><a href=\"{_e(task_name)}-transfer.csv\" download>Download the transfer table "
              "(CSV)</a></p>"]

@@ -7,7 +7,9 @@ For every run of the board (and every transfer run, :mod:`sim2obs.leaderboard.tr
    whose content hash the run recorded;
 3. every metric is recomputed by the task's own ``evaluate`` and compared with every number the
    run stores: each metric row (none missing, none extra), ``main_score`` (the task's),
-   ``main_value`` (the main score's recomputed value) and ``n_objects``.
+   ``main_value`` (the main score's recomputed value) and ``n_objects``; and each metric's
+   bootstrap error, recomputed on the task's resamples (``Task._replicates``), with the
+   resamples' count and seed and the main score on every resample.
 
 A run that cannot be checked (no task config recorded, task unknown, data not on this machine,
 or data whose content hash is not the recorded one) is reported as NOT CHECKED, with the reason,
@@ -68,10 +70,12 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
 
 
-def compare_numbers(run, task, recomputed: Mapping[str, float], predictions: Predictions | None = None) -> list[str]:
+def compare_numbers(run, task, recomputed: Mapping[str, float], predictions: Predictions | None = None,
+                    scored=None) -> list[str]:
     """Every difference between the numbers ``run`` stores and ``recomputed`` (the task's
-    metrics from the stored predictions); [] when they all agree."""
-    problems = []
+    metrics from the stored predictions) and, given ``scored`` (a
+    :class:`~sim2obs.leaderboard.board.Scored`), its bootstrap numbers; [] when they all agree."""
+    problems = compare_errors(run, scored) if scored is not None else []
     stored = run.metric_dict()
     for key in sorted(set(stored) - set(recomputed)):
         problems.append(f"stored metric {key!r} = {stored[key]!r} is not one the task computes")
@@ -88,6 +92,34 @@ def compare_numbers(run, task, recomputed: Mapping[str, float], predictions: Pre
     n_objects = getattr(run, "n_objects", None)
     if predictions is not None and n_objects is not None and int(n_objects) != len(predictions.ids):
         problems.append(f"n_objects: stored {n_objects}, the stored predictions hold {len(predictions.ids)}")
+    return problems
+
+
+def compare_errors(run, scored) -> list[str]:
+    """Every difference between a run's stored bootstrap numbers (each metric's error, the
+    resamples' count and seed, the main score on every resample) and the board's recomputation.
+    A run recorded before the board kept errors (no ``n_bootstrap``, no error) has none to check."""
+    stored = run.error_dict() if hasattr(run, "error_dict") else {}
+    n_boot, reps = getattr(run, "n_bootstrap", None), getattr(run, "main_replicates", None)
+    if n_boot is None and not stored and reps is None:
+        return []
+    problems = []
+    if n_boot != scored.n_bootstrap:
+        problems.append(f"n_bootstrap: stored {n_boot}, the task's evaluation uses {scored.n_bootstrap}")
+    if getattr(run, "bootstrap_seed", None) != scored.seed:
+        problems.append(f"bootstrap_seed: stored {getattr(run, 'bootstrap_seed', None)}, the task's is {scored.seed}")
+    for key in sorted(set(stored) - set(scored.errors)):
+        problems.append(f"error of {key!r} = {stored[key]!r} is not one the board computes")
+    for key in sorted(set(scored.errors) - set(stored)):
+        problems.append(f"error of {key!r} (recomputed {scored.errors[key]:.6g}) is missing from the record")
+    for key in sorted(set(stored) & set(scored.errors)):
+        if not _close(stored[key], scored.errors[key]):
+            problems.append(f"error of {key!r}: stored {stored[key]!r}, recomputed {scored.errors[key]!r}")
+    want = scored.main_replicates
+    if (reps is None) != (want is None) or (want is not None and (
+            len(reps) != len(want) or not all(_close(a, b) for a, b in zip(reps, want)))):
+        problems.append(f"main_replicates: the stored main score on the {scored.n_bootstrap} resamples is not the "
+                        "recomputed one")
     return problems
 
 

@@ -87,7 +87,9 @@ class TaskConfig:
     """Settings every task has. ``data``: generator overrides (``{"generator": "galsim",
     "n": 2000, ...}``) or a real set ``{"path": ..., "content_hash": ...}``; ``methods``: the
     methods to run (null: all); ``eval_split``: the held-out split the task scores;
-    ``n_bootstrap``: resamples of the evaluated objects behind every recorded error."""
+    ``n_bootstrap``: resamples of the evaluated objects behind every recorded error, drawn with
+    ``bootstrap_seed`` (not the training ``seed``: runs of every seed are scored on the same
+    resamples, so their differences pair)."""
 
     data: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None
@@ -95,6 +97,7 @@ class TaskConfig:
     seed: int = 0
     plots: bool = True
     n_bootstrap: int = 200
+    bootstrap_seed: int = 0
 
 
 @dataclass
@@ -622,7 +625,7 @@ class Task:
     def _replicates(self, aligned: Predictions, truth: Truth) -> Replicates:
         """Every metric on the task's bootstrap resamples of the evaluated objects (the same
         resamples for every method, so differences are paired)."""
-        idx = bootstrap_indices(len(truth.ids), self.config.n_bootstrap, seed=self.config.seed)
+        idx = bootstrap_indices(len(truth.ids), self.config.n_bootstrap, seed=self.config.bootstrap_seed)
         if aligned.samples is not None:  # sorted once here; every resample's subset stays sorted
             aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
         return replicate_metrics(self._score, aligned, truth, idx)

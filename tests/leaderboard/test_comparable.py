@@ -101,5 +101,6 @@ def test_a_models_sim_and_real_runs_meet_on_one_row_with_their_gap(tiny_galsim_s
     header, _, row = md.splitlines()[:3]
     assert "| seeds | rmse (sim) | seeds (real) | rmse (real) | gap (real-sim) |" in header
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == ["1", "net", "3"] and cells[4] == "2" and cells[6] == f"{e.gap:+.4g}"
+    assert cells[:3] == ["1", "net", "3"] and cells[4] == "2" and cells[6].startswith(f"{e.gap:+.4g} ± ")
+    assert cells[6].endswith("(quadrature)")  # two test sets: no shared resamples
     assert f"real = real: survey_dr7 #{real.galaxy_set.content_hash[:8]} test n={len(sim.split_ids('test'))}" in md

@@ -246,7 +246,7 @@ def test_an_old_board_is_migrated_to_hold_transfer_runs(tmp_path):
     upgrade(create_engine(url), "0002")
     assert "transfer_runs" not in inspect(create_engine(url)).get_table_names()
     engine, _ = connect(url)
-    assert schema_revision(engine) == head_revision() == "0003" and tables_match_models(engine) == []
+    assert schema_revision(engine) == head_revision() == "0004" and tables_match_models(engine) == []
     assert {"transfer_runs", "transfer_metrics"} <= set(inspect(engine).get_table_names())
 
 
