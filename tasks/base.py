@@ -18,9 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -33,159 +31,19 @@ from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, package_versions, stable_hash
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks.bootstrap import Replicates, bootstrap_indices, paired_differences, replicate_metrics
+from sim2obs.tasks.declaration import (Method, MethodOutput, PaperResult, TaskConfig, TaskMetadata, TaskSplit,
+                                       Truth)
+from sim2obs.tasks.tables import _stderr_is_terminal, log_stderr, results_table, text_table, write_csv_rows
+
+__all__ = ["Task", "TaskMetadata", "TaskConfig", "Truth", "TaskSplit", "Method", "MethodOutput", "PaperResult",
+           "Predictions", "log_stderr", "results_table", "text_table", "write_csv_rows", "PREDICTIONS_FILE",
+           "RESULT_FILE", "RESULTS_FILE", "DIFFERENCES_FILE", "SHARED_DIR"]
 
 PREDICTIONS_FILE = "predictions_{split}.h5"
 RESULT_FILE = "result.json"
 RESULTS_FILE = "results.json"
 DIFFERENCES_FILE = "differences.csv"
 SHARED_DIR = "_shared"
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata and config
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PaperResult:
-    """A number the paper reports, printed beside ours for reference (the papers used real
-    data, so ours are not expected to match)."""
-
-    value: float
-    note: str = ""
-    metric: str | None = None  # when the paper reports another quantity than the main score
-
-
-@dataclass(frozen=True)
-class TaskMetadata:
-    """What a task is. ``targets`` are catalogue columns (the model's outputs, in order);
-    ``main_score`` is one of ``metrics`` (keys of :mod:`sim2obs.tasks.metrics`, or
-    ``target/key`` for a per-target metric); ``paper`` maps method names to the paper's value
-    of the main score."""
-
-    name: str
-    version: str
-    description: str
-    citation: str
-    inputs: tuple[str, ...]
-    targets: tuple[str, ...]
-    target_units: tuple[str, ...]
-    main_score: str
-    metrics: tuple[str, ...]
-    higher_is_better: bool = False
-    requires_posterior: bool = False
-    paper: Mapping[str, PaperResult] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.main_score not in self.metrics:
-            raise Sim2obsValueError("main_score must be one of the task's metrics", value=self.main_score,
-                                    allowed=list(self.metrics))
-        if len(self.target_units) != len(self.targets):
-            raise Sim2obsValueError("one unit per target", value=self.target_units)
-
-
-@dataclass
-class TaskConfig:
-    """Settings every task has. ``data``: generator overrides (``{"generator": "galsim",
-    "n": 2000, ...}``) or a real set ``{"path": ..., "content_hash": ...}``; ``methods``: the
-    methods to run (null: all); ``eval_split``: the held-out split the task scores;
-    ``n_bootstrap``: resamples of the evaluated objects behind every recorded error, drawn with
-    ``bootstrap_seed`` (not the training ``seed``: runs of every seed are scored on the same
-    resamples, so their differences pair)."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-    methods: list[str] | None = None
-    eval_split: str = "test"
-    seed: int = 0
-    plots: bool = True
-    n_bootstrap: int = 200
-    bootstrap_seed: int = 0
-
-
-@dataclass
-class Truth:
-    """Held-out truth of one split, aligned with :class:`Predictions` after :meth:`Task.align`.
-    ``errors``: (N, T) catalogue uncertainties where the task has them; ``extra``: other
-    catalogue columns a task's diagnostics need (e.g. stellar mass)."""
-
-    ids: np.ndarray
-    values: np.ndarray
-    errors: np.ndarray | None = None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def subset(self, order: np.ndarray) -> "Truth":
-        """Rows ``order`` (an index array, repeats allowed) of every field."""
-        return Truth(self.ids[order], self.values[order], None if self.errors is None else self.errors[order],
-                     {k: np.asarray(v)[order] for k, v in self.extra.items()})
-
-
-@dataclass
-class TaskSplit:
-    """One split of a task's data as its models receive it (:meth:`Task.get_split`; like WILDS'
-    ``get_subset``).
-
-    ``ids``: ``(N,)`` int64 object ids; ``inputs``: ``{name: array}``, images ``(N, C, H, W)``
-    float32 preprocessed exactly as the task's networks get them (names and shapes:
-    :meth:`Task.spec`), catalogue observables ``(N, F)`` float64 where a task has them;
-    ``labels``: ``(N, T)`` float64 targets in ``targets`` order and units, or None for the
-    evaluation split (held out; score predictions with :meth:`Task.evaluate`)."""
-
-    task: str
-    split: str
-    ids: np.ndarray
-    inputs: dict[str, np.ndarray]
-    labels: np.ndarray | None
-    targets: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def torch_dataset(self, labels: np.ndarray | None = None):
-        """A :class:`~sim2obs.models.engine.TensorDictDataset` of the image inputs (item:
-        ``{"inputs": {name: (C, H, W)}, "target": (T,), "id": int, "index": i}``), the contract
-        :class:`~sim2obs.models.engine.Trainer` takes. ``labels``: ``(N, T)`` to train on instead
-        of :attr:`labels` (e.g. standardised); the evaluation split gets ``(N, 0)`` targets."""
-        import torch
-
-        from sim2obs.models.engine import TensorDictDataset
-
-        y = self.labels if labels is None else np.asarray(labels)
-        if y is None:
-            y = np.zeros((len(self.ids), 0))
-        if y.ndim == 1:
-            y = y[:, None]
-        if len(y) != len(self.ids):
-            raise Sim2obsValueError(f"labels must have one row per object of split {self.split!r} "
-                                    f"({len(self.ids)})", value=y.shape)
-        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.inputs.items() if v.ndim == 4}
-        return TensorDictDataset(x, torch.as_tensor(y, dtype=torch.float32),
-                                 torch.as_tensor(self.ids, dtype=torch.int64))
-
-
-# --------------------------------------------------------------------------------------------
-# Methods
-# --------------------------------------------------------------------------------------------
-@dataclass
-class MethodOutput:
-    """What a method returns: predictions for the evaluation split, and what to record about it
-    (``info``: e.g. ``model``, ``_target_``, ``n_parameters``, ``train_seconds``)."""
-
-    predictions: Predictions
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Method:
-    """A baseline or model of a task. ``run(task, workdir)`` trains on the task's training and
-    validation data and predicts its evaluation split; ``config`` (plain data) identifies the
-    method for resuming and for the leaderboard."""
-
-    name: str
-    kind: str  # "baseline" | "model"
-    description: str
-    run: Callable[["Task", Path], MethodOutput]
-    config: dict[str, Any] = field(default_factory=dict)
-    #: Its output does not depend on the task seed (e.g. a training-set mean): the leaderboard
-    #: ranks it without the three seeds it asks of other methods.
-    deterministic: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,21 +500,6 @@ class Task:
         return diffs
 
 
-def log_stderr(line: str) -> None:
-    """Print a progress line to stderr with a UTC time stamp, flushed (long jobs speak in logs)."""
-    print(time.strftime("%H:%M:%S", time.gmtime()), line, file=sys.stderr, flush=True)
-
-
-def _stderr_is_terminal() -> bool:
-    """Progress bars by default: on a terminal, and in a Jupyter kernel (tqdm.auto draws widgets)."""
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 def _import_target(cfg: Any, key: str) -> None:
     """Refuse a model config whose ``_target_`` is missing or cannot be imported."""
     from hydra.utils import get_object
@@ -675,44 +518,3 @@ def _import_target(cfg: Any, key: str) -> None:
 def _paper(meta: TaskMetadata, method: str) -> dict | None:
     ref = meta.paper.get(method)
     return None if ref is None else {"value": ref.value, "note": ref.note, "metric": ref.metric}
-
-
-def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table: task, method, kind, main score, our value (± its 1σ bootstrap error),
-    the paper's value."""
-    header = ("task", "method", "kind", "score", "value", "paper (real data)")
-    lines = []
-    for r in rows:
-        paper = r.get("paper")
-        ptxt = "" if not paper else (f"{paper['metric']} = " if paper.get("metric") else "") + \
-            f"{paper['value']:.4g}" + (f"  {paper['note']}" if paper.get("note") else "")
-        err = (r.get("errors") or {}).get(r["main_score"])
-        value = f"{r['value']:.4g}" + ("" if err is None else f" ± {err:.2g}")
-        lines.append((r["task"], r["method"], r["kind"], r["main_score"], value, ptxt))
-    return text_table(header, lines)
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned plain-text columns with a dashed rule under the header."""
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
-
-
-def write_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write dict rows as a CSV table atomically (columns in order of first appearance, floats to
-    6 significant digits); nothing is written for no rows."""
-    import csv
-
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def write(f):
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-    atomic_write(Path(path), write, mode="w")
