@@ -656,17 +656,27 @@ class Trainer:
             device (``{stack: (B, C, H, W)}``); replaces the one built from ``config.augment``.
         callbacks: ``callback(record, model)`` called after every epoch's checkpoint, with the
             epoch record and the (unwrapped) model.
+        regulariser: an optional extra loss term per training batch,
+            ``regulariser(net, inputs, output) -> scalar tensor``, added to ``loss(output, target)``
+            (e.g. the transfer protocol's feature-alignment loss, which runs ``net`` on a batch of
+            unlabelled target images: :mod:`sim2obs.tasks.transfer.strategies`). ``net`` is the
+            module being trained (DDP-wrapped under torchrun), ``inputs`` the batch's
+            ``{stack: (B, C, H, W)}`` after augmentation, ``output`` the model's output; it is called
+            under the same autocast as the forward pass. It is part of the run's identity (the
+            checkpoint hash); None (default) leaves every run exactly as without it.
 
     Models are called with the image tensor when a batch has one input stack, with the dict
     ``{stack: tensor}`` when it has several.
     """
 
     def __init__(self, config: TrainerConfig | None = None, loss: Callable | None = None,
-                 augment: Callable | None = None, callbacks: Sequence[Callable] = ()):
+                 augment: Callable | None = None, callbacks: Sequence[Callable] = (),
+                 regulariser: Callable | None = None):
         self.config = config
         self.loss = loss
         self.augment = augment
         self.callbacks = callbacks
+        self.regulariser = regulariser
 
     # -- setup --------------------------------------------------------------------------------
     def _config(self) -> TrainerConfig:
@@ -790,9 +800,12 @@ class Trainer:
         """What names a run: trainer config (less display settings), model, loss, augmentation."""
         trainer = to_plain(cfg)
         trainer.pop("progress")
-        return {"trainer": trainer,
-                "model": to_plain(model_config) if model_config is not None else {"_target_": model_target(model)},
-                "loss": _describe(self.loss), "augment": _describe(self.augment)}
+        identity = {"trainer": trainer,
+                    "model": to_plain(model_config) if model_config is not None else {"_target_": model_target(model)},
+                    "loss": _describe(self.loss), "augment": _describe(self.augment)}
+        if self.regulariser is not None:  # absent otherwise: hashes of runs without one are unchanged
+            identity["regulariser"] = _describe(self.regulariser)
+        return identity
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, model: nn.Module, train_dataset: Dataset, val_dataset: Dataset, out_dir: str | os.PathLike,
@@ -963,6 +976,10 @@ class Trainer:
             with rt.autocast():
                 output = net(_model_input(inputs))
             loss = loss_fn(_as_float(output), target)
+            if self.regulariser is not None:
+                with rt.autocast():
+                    extra = self.regulariser(net, inputs, output)
+                loss = loss + extra.float()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.max_grad_norm is not None:

@@ -4,6 +4,7 @@
                                      (tasks=[metallicity] task/metallicity=paper ...; --help: every key)
     sim2obs list                     tasks with their methods and presets, models, generators, data sets
     sim2obs generate [overrides]     write a simulated galaxy set (Hydra config: configs/generate.yaml)
+    sim2obs transfer [overrides]     a sim-to-real transfer study (transfer=bt_hsc_observed; configs/transfer.yaml)
     sim2obs data info PATH           describe a galaxy set
     sim2obs data validate PATH       full integrity check (images, checksums, content hash)
     sim2obs data list|fetch|build|import   real survey sets and your own data (--help for each)
@@ -154,7 +155,34 @@ def _cmd_run(cfg) -> None:
         _fail(exc)
 
 
-_HYDRA_COMMANDS: dict[str, Callable] = {"generate": _cmd_generate, "run": _cmd_run}
+def _cmd_transfer(cfg) -> None:
+    """A transfer study (:func:`sim2obs.tasks.transfer.run_transfer`): source training once per seed,
+    then every target, k and strategy; prints the study's table."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from sim2obs.tasks.transfer import run_transfer
+
+    try:
+        t0 = time.perf_counter()
+        study = OmegaConf.to_container(cfg.transfer, resolve=True)
+        progress = cfg.get("progress", None)
+        rows = run_transfer(study, results_dir=cfg.paths.results_dir, data_dir=cfg.paths.data_dir,
+                            cluster=OmegaConf.to_container(cfg.cluster, resolve=True),
+                            progress=None if progress is None else bool(progress))
+        from sim2obs.tasks.transfer.protocol import study_dir
+        from sim2obs.tasks.transfer.config import coerce_study
+
+        folder = study_dir(cfg.paths.results_dir, coerce_study(study))
+        print((folder / "table.txt").read_text())
+        print(f"transfer study finished in {time.perf_counter() - t0:.1f} s ({len(rows)} rows); results in "
+              f"{folder.resolve()}")
+    except Sim2obsError as exc:
+        _fail(exc)
+
+
+_HYDRA_COMMANDS: dict[str, Callable] = {"generate": _cmd_generate, "run": _cmd_run, "transfer": _cmd_transfer}
 
 
 def _run_hydra(command: str, args: list[str]) -> None:
@@ -226,7 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     if command in _HYDRA_COMMANDS and rest and rest[0] in ("-h", "--help"):  # each key's documentation
         from sim2obs.tasks.registry import generate_help, run_help
 
-        print(run_help() if command == "run" else generate_help())
+        if command == "transfer":
+            from sim2obs.tasks.transfer.config import transfer_help
+
+            print(transfer_help())
+        else:
+            print(run_help() if command == "run" else generate_help())
     elif command in _HYDRA_COMMANDS:
         _run_hydra(command, rest)
     elif command == "list":
