@@ -480,10 +480,14 @@ class Task:
         return rows
 
 
-    def _replicates(self, aligned: Predictions, truth: Truth) -> Replicates:
+    def _replicates(self, aligned: Predictions, truth: Truth, n_bootstrap: int | None = None,
+                    seed: int | None = None) -> Replicates:
         """Every metric on the task's bootstrap resamples of the evaluated objects (the same
-        resamples for every method, so differences are paired)."""
-        idx = bootstrap_indices(len(truth.ids), self.config.n_bootstrap, seed=self.config.bootstrap_seed)
+        resamples for every method, so differences are paired); ``n_bootstrap`` / ``seed``
+        (default: the config's ``n_bootstrap`` / ``bootstrap_seed``) choose other resamples."""
+        n_bootstrap = self.config.n_bootstrap if n_bootstrap is None else n_bootstrap
+        seed = self.config.bootstrap_seed if seed is None else seed
+        idx = bootstrap_indices(len(truth.ids), n_bootstrap, seed=seed)
         if aligned.samples is not None:  # sorted once here; every resample's subset stays sorted
             aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
         return replicate_metrics(self._score, aligned, truth, idx)

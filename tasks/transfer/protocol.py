@@ -30,7 +30,6 @@ own ``Task.evaluate`` path (``align`` + metrics) after the predictions are made.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -44,9 +43,8 @@ from sim2obs.config import to_plain
 from sim2obs.errors import ConfigError
 from sim2obs.provenance import file_sha256, stable_hash
 from sim2obs.tasks import TASKS
-from sim2obs.tasks import metrics as M
+from sim2obs.predictions import Predictions
 from sim2obs.tasks.base import Task, log_stderr
-from sim2obs.tasks.bootstrap import bootstrap_indices, replicate_metrics
 from sim2obs.tasks.transfer import strategies as S
 from sim2obs.tasks.transfer.adapter import ADAPTERS, TransferAdapter
 from sim2obs.tasks.transfer.config import K0_STRATEGIES, StudyConfig, coerce_study, load_study_config, resolve_targets
@@ -245,9 +243,9 @@ class Protocol:
         task = self.task(target, seed)
         adapter = source.adapter()
         preds = adapter.predict(task, model, task.config.eval_split, seed)
-        metrics, errors = self.score(task, preds)
         path = preds.save(folder / PREDICTIONS_FILE, task=task.name, split=task.config.eval_split, strategy=strategy,
                           k=int(k), seed=int(seed), study=self.cfg.name)
+        metrics, errors = self.score(task, Predictions.load(path))  # the file's numbers: what the board recomputes
         wall = time.perf_counter() - t0
         meta = task.metadata
         row = {"task": task.name, "task_version": meta.version, "study": self.cfg.name,
@@ -256,6 +254,7 @@ class Protocol:
                "strategy": strategy, "k": int(k), "seed": int(seed),
                "domain": "source" if target == "source" else "target", "split": task.config.eval_split,
                "main_score": meta.main_score, "value": metrics[meta.main_score], "metrics": metrics, "errors": errors,
+               "n_boot": int(self.cfg.n_boot), "n_boot_seed": int(self.cfg.n_boot_seed),
                "predictions": path.name, "predictions_sha256": file_sha256(path),
                "folder": str(folder.relative_to(self.dir)), "task_config": self.task_config(seed),
                "wall_seconds": wall, "higher_is_better": bool(meta.higher_is_better), "point_key": key,
@@ -278,10 +277,7 @@ class Protocol:
         differences between strategies can be paired)."""
         aligned, truth = task.align(preds, task.config.eval_split)
         metrics = task._score(aligned, truth)
-        if aligned.samples is not None:  # sorted once; every resample's subset stays sorted
-            aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
-        idx = bootstrap_indices(len(truth.ids), self.cfg.n_boot, seed=self.cfg.n_boot_seed)
-        return metrics, replicate_metrics(task._score, aligned, truth, idx).errors()
+        return metrics, task._replicates(aligned, truth, self.cfg.n_boot, self.cfg.n_boot_seed).errors()
 
     # -- diagnostics, results -------------------------------------------------------------
     def diagnostics(self, seed: int, target: str, source: "_SourceModel") -> dict[str, Any]:
