@@ -88,8 +88,6 @@ arguments; MC-dropout posteriors need it to take a dropout rate).
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import time
@@ -103,6 +101,8 @@ from sim2obs.atomic import atomic_write
 from sim2obs.errors import ConfigError, Sim2obsValueError
 from sim2obs.tasks import TASKS
 from sim2obs.tasks import metrics as M
+from sim2obs.tasks.common.scaling import LabelCoder, StandardScaler
+from sim2obs.tasks.common.threads import with_torch_threads
 from sim2obs.tasks.base import (Method, MethodOutput, PaperResult, Predictions, Task, TaskConfig, TaskMetadata,
                                 Truth)
 
@@ -151,81 +151,6 @@ def arcsinh_stretch(images, softening: float = 0.1):
     if hasattr(images, "asinh"):  # torch
         return (images / softening).asinh()
     return np.arcsinh(np.asarray(images, dtype=np.float32) / np.float32(softening))
-
-
-@dataclass
-class StandardScaler:
-    """Per-column ``(y - mean_) / scale_``; fitted state ends in ``_``."""
-
-    mean_: np.ndarray | None = None
-    scale_: np.ndarray | None = None
-
-    def fit(self, y) -> "StandardScaler":
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 2 or len(y) < 2:
-            raise Sim2obsValueError("fit the scaler on (N >= 2, T) values", value=y.shape)
-        self.mean_ = y.mean(axis=0)
-        scale = y.std(axis=0)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
-        return self
-
-    def _check(self):
-        if self.mean_ is None:
-            raise Sim2obsValueError("the scaler is not fitted")
-
-    def transform(self, y) -> np.ndarray:
-        self._check()
-        return (np.asarray(y, dtype=np.float64) - self.mean_) / self.scale_
-
-    def inverse_transform(self, z) -> np.ndarray:
-        self._check()
-        return np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_
-
-
-@dataclass
-class LabelCoder:
-    """Physical labels <-> network targets: optional log10 of some columns, then standard
-    scaling fitted on the training split (:meth:`fit`)."""
-
-    targets: tuple[str, ...]
-    log_targets: tuple[str, ...] = ()
-    scaler: StandardScaler = field(default_factory=StandardScaler)
-
-    def __post_init__(self):
-        self.targets = tuple(self.targets)
-        self.log_targets = tuple(self.log_targets)
-        self._log = np.array([t in self.log_targets for t in self.targets])
-
-    def _forward(self, y) -> np.ndarray:
-        y = np.array(y, dtype=np.float64)
-        if self._log.any():
-            if (y[..., self._log] <= 0).any():
-                raise Sim2obsValueError("log targets must be positive", value=float(y[..., self._log].min()))
-            y[..., self._log] = np.log10(y[..., self._log])
-        return y
-
-    def fit(self, y) -> "LabelCoder":
-        self.scaler.fit(self._forward(y))
-        return self
-
-    def encode(self, y) -> np.ndarray:
-        """``(..., T)`` physical -> scaled network targets."""
-        return self.scaler.transform(self._forward(y))
-
-    def decode(self, z) -> np.ndarray:
-        """``(..., T)`` network outputs -> physical units."""
-        y = self.scaler.inverse_transform(z)
-        if self._log.any():
-            y[..., self._log] = 10.0 ** y[..., self._log]
-        return y
-
-    def decode_scale(self, sigma_z) -> np.ndarray:
-        """Scaled 1σ -> σ in the training space (log10 dex for log targets)."""
-        return np.asarray(sigma_z, dtype=np.float64) * self.scaler.scale_
-
-    def to_dict(self) -> dict:
-        return {"targets": list(self.targets), "log_targets": list(self.log_targets),
-                "mean": self.scaler.mean_.tolist(), "scale": self.scaler.scale_.tolist()}
 
 
 class _StretchChannel:
@@ -939,29 +864,7 @@ class _Networks:
         return MethodOutput(_predictions(self.task, self.task.split_ids(split), samples), info)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _with_threads(run):
-    @functools.wraps(run)
-    def wrapped(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
-        with _torch_threads(task.config.torch_threads):
-            return run(task, workdir)
-
-    return wrapped
-
-
-@_with_threads
+@with_torch_threads
 def _run_fixed(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
     nets = _Networks(task, workdir)
     model, info = nets.train(task.config.model, task.config.fixed_dropout)
@@ -969,7 +872,7 @@ def _run_fixed(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
                           task.config.fixed_dropout)
 
 
-@_with_threads
+@with_torch_threads
 def _run_gampen(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
     nets = _Networks(task, workdir)
     rate, recs = nets.select(workdir)
@@ -980,7 +883,7 @@ def _run_gampen(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
     return nets.posterior(model, workdir, info, task.config.model, rate)
 
 
-@_with_threads
+@with_torch_threads
 def _run_no_stn(task: BTPosteriorTask, workdir: Path) -> MethodOutput:
     nets = _Networks(task, workdir)
     rate, recs = nets.select(workdir)
