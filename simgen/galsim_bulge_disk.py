@@ -208,6 +208,7 @@ def _columns(bands: list[str]) -> list[ColumnSpec]:
         C("pixel_scale_kpc", "float64", "kpc", "pixel size at the galaxy (proper kpc per pixel)"),
         C("log_mstar", "float64", "dex(solMass)", "log10 stellar mass"),
         C("oh12", "float64", "dex", "gas-phase metallicity 12 + log(O/H)"),
+        C("log_sfr", "float64", "dex(solMass / yr)", "log10 star formation rate (population.star_formation_rate)"),
         C("bulge_mass_fraction", "float64", "", "bulge share of the stellar mass"),
         C("bulge_hlr_kpc", "float64", "kpc", "bulge half-light radius"),
         C("bulge_hlr_arcsec", "float64", "arcsec", "bulge half-light radius"),

@@ -32,10 +32,29 @@ References
   1998, Table 6. The catalogue M/L is M* over the observed (attenuated) luminosity, as in
   SED-fitting catalogues such as GSWLC.
 - Absolute magnitudes of the Sun (AB): Willmer 2018, ApJS 236, 47.
-- Gas-phase metallicity: Tremonti et al. 2004 mass-metallicity relation as written in Wu & Boada
-  2019, eq. 3, Z = -1.492 + 1.847 x - 0.08026 x^2 (x = log M*, flat above its 11.5 peak), with
-  part of the scatter tied to structure: larger galaxies at fixed mass are more metal-poor
-  (Ellison et al. 2008), bulge-dominated ones more metal-rich.
+- Star formation (:func:`star_formation_rate`): the star-forming main sequence of Speagle et al.
+  2014, ApJS 214, 15, eq. 28, log SFR = (0.84 - 0.026 t) log M* - (6.51 - 0.11 t) (Msun/yr, t the
+  age of the Universe in Gyr at the galaxy's redshift), evaluated for the disk: stars form in the
+  disk at the main-sequence rate of the disk's mass, bulges are passive. The offset from the
+  sequence is the disk's colour offset: delta log SFR = (g-r)_disk,offset / k with
+  k = d(g-r)/d log sSFR = 0.12 / (a_MS - 1), the slope the disk colour-mass sequence (0.12 mag/dex)
+  and the main sequence (slope a_MS ~ 0.52) of this model imply together (about -0.25 mag/dex).
+  With the 0.07 mag disk colour scatter this gives ~0.28 dex scatter about the sequence, within
+  the 0.2-0.3 dex published (Speagle et al. 2014; Salim et al. 2007). The colour *is* the SFR's
+  signature in the images (bluer disk at fixed mass = more star formation); no random number is
+  drawn, so every other column is unchanged. Star-forming: sSFR > 1e-11 / yr (the usual division
+  of star-forming and quiescent galaxies, e.g. Wetzel et al. 2012); the metallicity task keeps
+  those only, as the MPA-JHU strong-line O/H exists only for star-forming galaxies.
+- Gas-phase metallicity (:func:`gas_metallicity`): Tremonti et al. 2004 mass-metallicity relation
+  as written in Wu & Boada 2019, eq. 3, Z = -1.492 + 1.847 x - 0.08026 x^2 (x = log M*, flat above
+  its 11.5 peak) at main-sequence SFR; the SFR dependence at fixed mass of the fundamental
+  metallicity relation of Curti et al. 2020, MNRAS 491, 944, eq. 5: Z = Z0 - (gamma / beta)
+  log10(1 + (M*/M0(SFR))^-beta), log M0 = 10.11 + 0.56 log SFR, gamma = 0.31, beta = 2.1
+  (Z0 cancels: the term is Z_FMR(M*, SFR) - Z_FMR(M*, SFR_MS)), about -0.13 dex per dex of SFR
+  at 1e10 Msun and steeper below; structure: larger galaxies at fixed mass are more metal-poor
+  (Ellison et al. 2008, ApJ 672, L107: up to 0.2 dex between the smallest and largest r_h at fixed
+  mass; here -0.15 dex per dex of disk-size offset), bulge-dominated ones more metal-rich
+  (+0.15 dex per unit of bulge-fraction excess); plus ``metallicity_random_scatter_dex``.
 - M/L uncertainty: relative error at least 5 %, growing for fainter galaxies, like the SED-fit
   errors of GSWLC (Salim et al. 2016).
 """
@@ -116,6 +135,64 @@ def mass_metallicity(log_m: np.ndarray) -> np.ndarray:
     return -1.492 + 1.847 * x - 0.08026 * x**2
 
 
+# Curti et al. 2020, eq. 5 (FMR): gamma, beta, log M0 = m0 + m1 log SFR.
+CURTI_GAMMA, CURTI_BETA, CURTI_M0, CURTI_M1 = 0.31, 2.1, 10.11, 0.56
+# Colour-mass slope of the disk sequence (mag per dex of M*), and its scatter (mag); see _draw_batch.
+DISK_COLOR_MASS_SLOPE, DISK_COLOR_SCATTER = 0.12, 0.07
+#: log sSFR (1/yr) above which a galaxy counts as star-forming (Wetzel et al. 2012).
+LOG_SSFR_STAR_FORMING = -11.0
+
+
+def mean_disk_color(log_m: np.ndarray) -> np.ndarray:
+    """Mean intrinsic (dust-free) disk g - r (mag) at stellar mass ``log_m`` (log Msun)."""
+    return 0.45 + DISK_COLOR_MASS_SLOPE * (log_m - 10.0)
+
+
+def main_sequence_sfr(log_m: np.ndarray, age_gyr: np.ndarray) -> np.ndarray:
+    """Speagle et al. 2014 eq. 28: log10 SFR (Msun/yr) of the star-forming main sequence at
+    stellar mass ``log_m`` (log Msun) and cosmic age ``age_gyr`` (Gyr). ``(n,)`` in and out."""
+    return (0.84 - 0.026 * age_gyr) * log_m - (6.51 - 0.11 * age_gyr)
+
+
+def star_formation_rate(log_m: np.ndarray, bulge_fraction: np.ndarray, disk_color_gr: np.ndarray,
+                        age_gyr: np.ndarray) -> np.ndarray:
+    """log10 SFR (Msun/yr): the disk (mass (1 - B/T) M*) on the Speagle et al. 2014 main sequence,
+    offset by its colour offset at fixed total mass through k = d(g-r)/d log sSFR (see the module
+    docstring); a galaxy without a disk gets log SFR = -5 (passive). ``(n,)`` arrays."""
+    slope = 0.84 - 0.026 * age_gyr
+    k = DISK_COLOR_MASS_SLOPE / (slope - 1.0)          # mag per dex of sSFR, negative
+    disk = np.maximum(1.0 - bulge_fraction, 1e-12)
+    log_md = log_m + np.log10(disk)
+    offset = (disk_color_gr - mean_disk_color(log_m)) / k
+    return np.where(bulge_fraction < 1.0, np.maximum(main_sequence_sfr(log_md, age_gyr) + offset, -5.0), -5.0)
+
+
+def star_forming(log_m: np.ndarray, log_sfr: np.ndarray) -> np.ndarray:
+    """True where log sSFR = log SFR - log M* exceeds :data:`LOG_SSFR_STAR_FORMING` (-11, 1/yr)."""
+    return np.asarray(log_sfr) - np.asarray(log_m) > LOG_SSFR_STAR_FORMING
+
+
+def curti_fmr_offset(log_m: np.ndarray, log_sfr: np.ndarray) -> np.ndarray:
+    """Curti et al. 2020 eq. 5 without its normalisation: -(gamma/beta) log10(1 + (M*/M0)^-beta)
+    with log M0 = 10.11 + 0.56 log SFR (dex; add Z0 = 8.779 for their 12 + log(O/H))."""
+    log_m0 = CURTI_M0 + CURTI_M1 * np.asarray(log_sfr)
+    return -(CURTI_GAMMA / CURTI_BETA) * np.log10(1.0 + 10.0 ** (-CURTI_BETA * (np.asarray(log_m) - log_m0)))
+
+
+def sfr_metallicity_term(log_m: np.ndarray, log_sfr: np.ndarray, age_gyr: np.ndarray) -> np.ndarray:
+    """O/H change (dex) at fixed mass from the SFR's offset from the main sequence (Curti et al.
+    2020 FMR): Z_FMR(M*, SFR) - Z_FMR(M*, SFR_MS(M*)); 0 on the sequence, negative above it."""
+    return curti_fmr_offset(log_m, log_sfr) - curti_fmr_offset(log_m, main_sequence_sfr(log_m, age_gyr))
+
+
+def gas_metallicity(log_m: np.ndarray, log_sfr: np.ndarray, age_gyr: np.ndarray, size_residual_dex: np.ndarray,
+                    bulge_fraction_excess: np.ndarray) -> np.ndarray:
+    """Noise-free 12 + log(O/H): Tremonti MZR + Curti FMR SFR term + Ellison et al. 2008 size term
+    (-0.15 dex per dex) + bulge term (+0.15 per unit B/T excess). ``(n,)`` arrays."""
+    return (mass_metallicity(log_m) + sfr_metallicity_term(log_m, log_sfr, age_gyr)
+            - 0.15 * np.asarray(size_residual_dex) + 0.15 * np.asarray(bulge_fraction_excess))
+
+
 def bell_log_ml(band: str, g_minus_r: np.ndarray) -> np.ndarray:
     """Bell et al. 2003 Table 7: log10 M/L_band (solar units) from intrinsic g - r."""
     d = BAND_DATA[band]
@@ -147,6 +224,7 @@ def draw_population(rng: np.random.Generator, n: int, bands: tuple[str, ...], cf
     distmod_grid = cosmo.distmod(zs).value
     arcsec_per_kpc_grid = cosmo.arcsec_per_kpc_proper(zs).value
     dl_grid = cosmo.luminosity_distance(zs).value
+    age_grid = cosmo.age(zs).value
 
     obs_bands = tuple(dict.fromkeys((*bands, "r")))  # the flux limit is in r
     parts: list[dict[str, np.ndarray]] = []
@@ -157,6 +235,7 @@ def draw_population(rng: np.random.Generator, n: int, bands: tuple[str, ...], cf
         p["distmod"] = np.interp(p["redshift"], zs, distmod_grid)
         p["arcsec_per_kpc"] = np.interp(p["redshift"], zs, arcsec_per_kpc_grid)
         p["luminosity_distance_mpc"] = np.interp(p["redshift"], zs, dl_grid)
+        p["cosmic_age_gyr"] = np.interp(p["redshift"], zs, age_grid)
         _observe(p, obs_bands)
         if cfg.mag_limit_r is not None:
             keep = p["mag_r"] <= cfg.mag_limit_r
@@ -218,7 +297,8 @@ def _draw_batch(rng, m: int, bands, cfg: PopulationConfig, draw_z, draw_m) -> di
 
     # Intrinsic colours: red old bulges; disks bluer, redder at higher mass.
     p["bulge_color_gr"] = np.clip(0.74 + 0.04 * (log_m - 10.0) + rng.normal(0, 0.04, m), 0.55, 0.95)
-    p["disk_color_gr"] = np.clip(0.45 + 0.12 * (log_m - 10.0) + rng.normal(0, 0.07, m), 0.15, 0.85)
+    # (the disk colour offset is also the galaxy's SFR offset from the main sequence: star_formation_rate)
+    p["disk_color_gr"] = np.clip(mean_disk_color(log_m) + rng.normal(0, DISK_COLOR_SCATTER, m), 0.15, 0.85)
     # Age-metallicity degeneracy: M/L scatter at fixed colour (dex), the same in every band.
     p["bulge_ml_offset_dex"] = rng.normal(0.0, 0.05, m)
     p["disk_ml_offset_dex"] = rng.normal(0.0, 0.10, m)
@@ -263,7 +343,8 @@ def _metallicity_and_errors(rng, p: dict[str, np.ndarray], cfg: PopulationConfig
     n = len(p["redshift"])
     log_m = p["log_mstar"]
     bt_excess = p["bulge_mass_fraction"] - mean_bulge_fraction(log_m)
-    p["oh12"] = (mass_metallicity(log_m) - 0.15 * p["disk_size_residual_dex"] + 0.15 * bt_excess
+    p["log_sfr"] = star_formation_rate(log_m, p["bulge_mass_fraction"], p["disk_color_gr"], p["cosmic_age_gyr"])
+    p["oh12"] = (gas_metallicity(log_m, p["log_sfr"], p["cosmic_age_gyr"], p["disk_size_residual_dex"], bt_excess)
                  + rng.normal(0.0, cfg.metallicity_random_scatter_dex, n))
     rel = cfg.ml_rel_err_min + 0.10 * np.clip((p["mag_r"] - 14.0) / 4.0, 0.0, 1.0)
     p["ml_rel_err"] = rel

@@ -41,14 +41,28 @@ Methods (in the order they run)
                         network of ``resolution.model`` trained and tested on them at that
                         size, as in the paper (block-replicated up to the network's
                         ``min_input_size`` if smaller: 8 px for a ResNet; inputs of 16 px
-                        and less train in fp32, see :func:`sim2obs.models.engine.small_input_precision`).
+                        and less train in fp32, see :func:`sim2obs.models.engine.small_input_precision`);
+    ``label_noise_<s>`` the §5.2 study (``label_noise``, off in the quick preset): the ``cnn``
+                        trained and selected on labels with s dex of added N(0, s) scatter
+                        (:func:`~.preprocessing.noisy_labels`), scored against the true ones;
+    ``colour_<bands>``  the Fig. 4 colour study (``colour_study``, off in the quick preset): the
+                        ``cnn`` on r-only or g + r composites (:func:`~.preprocessing.colour_variant`).
+
+Sample
+    Star-forming galaxies only (``star_forming_only``, default on): log SFR - log M* > -11 (1/yr)
+    from the catalogue's ``log_sfr`` (:mod:`sim2obs.simgen.population`: Speagle et al. 2014 main
+    sequence, offset by the disk colour), as strong-line O/H (MPA-JHU) exists only for them. The
+    selection is made when the set is opened, for every split; ``log_sfr`` is a label, not an
+    observable.
 
 Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`MetallicityTask.plot`)
     ``mzr_bins.csv`` / ``mzr_summary.csv`` / ``mzr.png``: the mass-metallicity relation of the
     predicted metallicities against the true stellar mass, binned median and scatter beside the
     truth's (§6.2, Fig. 6; ``<method>/mzr.png`` per method); ``resolution_study.{csv,json,png}``:
     RMSE (with a bootstrap error) and NMAD against resolution, the baselines for reference
-    (Fig. 4).
+    (Fig. 4); ``mzr_oracle.csv`` (``mzr_oracle``): every method's RMSE against the MZR-only
+    oracle's (the exact Tremonti MZR at the *true* M*), with paired bootstrap errors of the
+    differences (:func:`~.report.oracle_comparison`): do the images say more than M*?
 
 Layout of the package: ``config`` (settings, constants), ``preprocessing`` (Lupton RGB,
 re-binning), ``training`` (RMSE loss, dihedral augmentation, the staged schedule), ``baselines``

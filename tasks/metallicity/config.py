@@ -13,6 +13,9 @@ STACK = "image"
 BANDS = ("g", "r", "i")
 AUGMENTS = ("dihedral", "trainer", "none")
 CHUNK = 2048  # objects per block when converting / re-binning (bounds the temporary memory)
+COLOURS = ("r", "gr")  # the colour study's band sets (Fig. 4)
+SFR_COLUMN = "log_sfr"
+LOG_SSFR_STAR_FORMING = -11.0  # 1/yr; the same as sim2obs.simgen.population.LOG_SSFR_STAR_FORMING (tested)
 
 
 @dataclass
@@ -87,6 +90,17 @@ class MetallicityConfig(TaskConfig):
     ``tta``: average the test predictions over ``trainer.tta``; ``rgb``: :class:`RGBConfig`;
     ``random_forest``: :class:`RandomForestConfig`; ``resolution``: :class:`ResolutionConfig`;
     ``mzr``: :class:`MZRConfig`. ``seed`` offsets the trainer seed and seeds the forest.
+
+    ``star_forming_only``: keep only star-forming galaxies (log sSFR > -11 from the catalogue's
+    ``log_sfr``, :func:`sim2obs.simgen.population.star_forming`) in every split, as the strong-line
+    O/H of the paper's MPA-JHU sample exists only for them (a set without ``log_sfr``, e.g. a real
+    catalogue already selected, is used whole and the run info says so); ``mzr_oracle``: run the
+    ``mzr_oracle`` reference (the exact Tremonti MZR at the *true* M*: it reads a label, an upper
+    bound of what M* alone gives, not a method to rank); ``label_noise``: the §5.2 study, one
+    ``label_noise_<sigma>`` method per sigma (dex): the ``cnn`` trained and selected on labels with
+    added N(0, sigma) scatter, scored against the true ones; ``colour_study``: the Fig. 4 colour
+    study, ``"r"`` (r band copied to all three channels) and/or ``"gr"`` (R = r, B = g, G their mean),
+    one ``colour_<bands>`` method each, the ``cnn`` on those images.
     """
 
     model: dict[str, Any] = field(default_factory=_default_model)
@@ -98,3 +112,7 @@ class MetallicityConfig(TaskConfig):
     random_forest: RandomForestConfig = field(default_factory=RandomForestConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     mzr: MZRConfig = field(default_factory=MZRConfig)
+    star_forming_only: bool = True
+    mzr_oracle: bool = True
+    label_noise: list[float] = field(default_factory=list)
+    colour_study: list[str] = field(default_factory=list)

@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ from sim2obs.tasks.base import MethodOutput
 from sim2obs.tasks.common.networks import fit_folder, guard_lone_batch, predict_in_order, split_dataset, task_trainer
 from sim2obs.tasks.common.scaling import StandardScaler
 from sim2obs.tasks.metallicity.config import STACK
+from sim2obs.tasks.metallicity.preprocessing import colour_variant, noisy_labels
 from sim2obs.tasks.metallicity.training import RandomDihedral, adapt_stages, rmse_loss
 
 if TYPE_CHECKING:
@@ -40,13 +42,24 @@ def _load_pretrained(task: "MetallicityTask", model: nn.Module, study: bool) -> 
     return [str(path), path.stat().st_size]
 
 
-def _datasets(task: "MetallicityTask", size: int | None, min_size: int, scaler: StandardScaler) -> dict:
-    """Train, val and evaluation-split datasets of the (re-binned) RGB images; targets standardised
-    with ``scaler``; the evaluation split gets placeholder targets: its labels never reach the network."""
+def _training_labels(task: "MetallicityTask", split: str, label_noise: float) -> np.ndarray:
+    """Labels of a training or validation split, with the §5.2 scatter added when ``label_noise`` > 0."""
+    return noisy_labels(task.labels(split), label_noise, task.config.seed, split)
+
+
+def _datasets(task: "MetallicityTask", size: int | None, min_size: int, scaler: StandardScaler,
+              colour: str | None = None, label_noise: float = 0.0) -> dict:
+    """Train, val and evaluation-split datasets of the (re-binned) RGB images (``colour``: the
+    colour study's band set, :func:`colour_variant`); targets standardised with ``scaler`` (with
+    ``label_noise`` dex of added scatter, §5.2); the evaluation split gets placeholder targets: its
+    labels never reach the network."""
     data = {}
     for s in ("train", "val", task.config.eval_split):
-        x = torch.from_numpy(task.network_inputs(s, size, min_size))
-        target = scaler.transform(task.labels(s)) if s in ("train", "val") else None
+        x = task.network_inputs(s, size, min_size)
+        if colour is not None:
+            x = colour_variant(x, colour, task.config.rgb.channels)
+        x = torch.from_numpy(x)
+        target = scaler.transform(_training_labels(task, s, label_noise)) if s in ("train", "val") else None
         data[s] = split_dataset({STACK: x}, task.split_ids(s), target)
     return data
 
@@ -70,9 +83,12 @@ def _schedule(task: "MetallicityTask", tcfg, model: nn.Module, data: dict) -> tu
     return tcfg, augment, notes
 
 
-def run_network(task: "MetallicityTask", workdir: Path, size: int | None) -> MethodOutput:
+def run_network(task: "MetallicityTask", workdir: Path, size: int | None, colour: str | None = None,
+                label_noise: float = 0.0) -> MethodOutput:
     """Train the network on the (re-binned) RGB images of train, select on val, predict the
-    evaluation split with test-time augmentation. The evaluation split's labels are never read."""
+    evaluation split with test-time augmentation. The evaluation split's labels are never read.
+    ``colour``: the colour study's band set (``"r"``, ``"gr"``; None: g, r, i); ``label_noise``:
+    dex of N(0, sigma) scatter added to the training and validation labels (§5.2)."""
     cfg = task.config
     study = size is not None
     model_cfg = to_plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
@@ -82,13 +98,15 @@ def run_network(task: "MetallicityTask", workdir: Path, size: int | None) -> Met
     model = build_model(model_cfg)
     pretrained_id = _load_pretrained(task, model, study)
     min_size = int(getattr(model, "min_input_size", 1) or 1)
-    scaler = StandardScaler().fit(task.labels("train"))
+    scaler = StandardScaler().fit(_training_labels(task, "train", label_noise))
     mu, sd = float(scaler.mean_[0]), float(scaler.scale_[0])
-    data = _datasets(task, size, min_size, scaler)
+    data = _datasets(task, size, min_size, scaler, colour, label_noise)
     tcfg, augment, notes = _schedule(task, tcfg, model, data)
     fit_identity = {"data": task.galaxy_set.content_hash, "split": cfg.eval_split, "size": size,
                     "min_size": min_size, "pretrained": pretrained_id, "rgb": asdict(cfg.rgb), "model": model_cfg,
                     "trainer": to_plain(tcfg), "augment": cfg.augment, "target_scale": [mu, sd]}
+    if colour is not None or label_noise > 0:  # only then: the other methods keep their fit folders
+        fit_identity.update(colour=colour, label_noise=float(label_noise))
     fit_dir = fit_folder(workdir, fit_identity, prune=True)  # checkpoints of other settings go
     trainer = task_trainer(task, tcfg, rmse_loss(), workdir.name, augment)
     fit = trainer.fit(model, data["train"], data["val"], fit_dir, model_config=model_cfg)
@@ -101,4 +119,8 @@ def run_network(task: "MetallicityTask", workdir: Path, size: int | None) -> Met
             "val_rmse_dex": float(fit.best_val_loss) * sd,
             "train_seconds": float(sum(r["seconds"] for r in fit.history)), "tta": bool(cfg.tta),
             "target_mean": mu, "target_std": sd, "fit_dir": fit_dir.name, **notes}
+    if colour is not None:
+        info["colour"] = colour
+    if label_noise > 0:
+        info["label_noise_dex"] = float(label_noise)
     return MethodOutput(task.predictions(task.split_ids(cfg.eval_split), values), info)

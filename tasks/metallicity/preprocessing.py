@@ -10,7 +10,7 @@ from sim2obs.errors import Sim2obsValueError
 from sim2obs.imaging import rebin
 from sim2obs.tasks.metallicity.config import BANDS, RGBConfig
 
-__all__ = ["lupton_rgb", "rebin", "block_replicate"]
+__all__ = ["lupton_rgb", "rebin", "block_replicate", "colour_variant", "noisy_labels"]
 
 
 def lupton_rgb(images: np.ndarray, bands: Sequence[str] = BANDS, config: RGBConfig | None = None) -> np.ndarray:
@@ -51,3 +51,31 @@ def lupton_rgb(images: np.ndarray, bands: Sequence[str] = BANDS, config: RGBConf
 def block_replicate(x: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour up-sampling by an integer factor (no new information)."""
     return x if factor <= 1 else np.repeat(np.repeat(x, factor, axis=-2), factor, axis=-1)
+
+
+def colour_variant(rgb: np.ndarray, colour: str, channels: Sequence[str] = ("i", "r", "g")) -> np.ndarray:
+    """The colour study of Wu & Boada (2019, §5.3, Fig. 4) on ``(N, 3, H, W)`` RGB composites whose
+    channels are the bands ``channels``: ``"r"``: the r channel copied into all three (single-band
+    images); ``"gr"``: the red channel from r, the blue from g, the green the mean of the two (as
+    the paper built its g + r JPEGs); ``"gri"``: unchanged. Returns a new float32 array."""
+    x = np.asarray(rgb, dtype=np.float32)
+    pos = {b: k for k, b in enumerate(channels)}
+    if colour == "gri":
+        return x.copy()
+    if colour == "r":
+        return np.repeat(x[:, pos["r"]:pos["r"] + 1], 3, axis=1)
+    if colour == "gr":
+        r, g = x[:, pos["r"]], x[:, pos["g"]]
+        return np.stack([r, 0.5 * (r + g), g], axis=1)
+    raise Sim2obsValueError("unknown colour-study band set", value=colour, allowed=["r", "gr", "gri"])
+
+
+def noisy_labels(labels: np.ndarray, sigma: float, seed: int, split: str) -> np.ndarray:
+    """``labels`` plus N(0, ``sigma``) scatter (dex; Wu & Boada 2019 §5.2), drawn from a stream of
+    its own (``seed``, sigma in 1e-4 dex, the split's name), so the same settings give the same
+    labels and the networks' other random numbers are untouched. ``sigma = 0``: unchanged."""
+    y = np.asarray(labels, dtype=np.float64)
+    if not sigma > 0:
+        return y.copy()
+    key = [int(seed), 52, int(round(float(sigma) * 1e4)), *split.encode()]
+    return y + np.random.default_rng(key).normal(0.0, float(sigma), y.shape)

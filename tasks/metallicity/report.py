@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from sim2obs.tasks.metallicity.task import MetallicityTask
 
 __all__ = ["mzr_bins", "mzr_scatter", "bootstrap_rmse_error", "resolution_table", "plot_mzr", "plot_resolution",
-           "write_mzr_tables", "write_resolution_study", "RESOLUTION_PAPER_NOTES"]
+           "write_mzr_tables", "write_resolution_study", "RESOLUTION_PAPER_NOTES", "oracle_comparison",
+           "write_oracle_comparison"]
 
 #: What the paper says about the low resolutions (§5.4; the values themselves are only in Fig. 4).
 RESOLUTION_PAPER_NOTES = {
@@ -219,3 +220,46 @@ def plot_resolution(table: list[dict], rows: Sequence[dict], path: Path) -> Path
     ax.set_ylabel("scatter of ΔZ [dex]")
     ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return plots.save_figure(fig, path)
+
+
+def oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray]) -> list[dict]:
+    """Each method's RMSE against the MZR-only oracle's: the exact Tremonti MZR at the *true*
+    stellar mass (what M* alone can say; a reference that reads a label, not a method), on the
+    task's bootstrap resamples of the evaluation split (:func:`sim2obs.tasks.bootstrap.bootstrap_indices`,
+    the same as the recorded errors): ``rmse``, ``rmse_err``, the paired difference
+    ``rmse - oracle_rmse`` with its 1σ error, and the fraction of resamples where the method is lower."""
+    from sim2obs.simgen.population import mass_metallicity  # deferred: sim2obs.simgen takes ~2 s to import
+    from sim2obs.tasks.bootstrap import bootstrap_indices, paired_differences, replicate_metrics, Replicates
+
+    truth = task.truth(task.config.eval_split)
+    z_true = truth.values[:, 0]
+    oracle = mass_metallicity(truth.extra["log_mstar"])
+    idx = bootstrap_indices(len(z_true), task.config.n_bootstrap, seed=task.config.seed)
+
+    def score(p, t):
+        return {"rmse": float(np.sqrt(np.mean((p.values[:, 0] - t.values[:, 0]) ** 2)))}
+
+    reps: dict[str, Replicates] = {}
+    values: dict[str, float] = {}
+    for name, z in {"mzr_oracle": oracle, **preds}.items():
+        p = Predictions(truth.ids, np.asarray(z, float).reshape(-1, 1), task.targets)
+        reps[name] = replicate_metrics(score, p, truth, idx)
+        values[name] = score(p, truth)["rmse"]
+    diffs = {d["method"]: d for d in paired_differences(reps, values, "rmse", reference=["mzr_oracle"])}
+    out = []
+    for name in values:
+        row = {"method": name, "rmse": values[name], "rmse_err": reps[name].errors().get("rmse", float("nan")),
+               "n": int(len(z_true))}
+        if name in diffs:
+            row.update(minus_oracle=diffs[name]["difference"], minus_oracle_err=diffs[name]["error"],
+                       fraction_below_oracle=diffs[name]["fraction_lower"])
+        out.append(row)
+    return out
+
+
+def write_oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray], out_dir: Path) -> list[dict]:
+    """``mzr_oracle.csv``: :func:`oracle_comparison` (the paper's test that images say more than M*)."""
+    rows = oracle_comparison(task, preds) if len(task.truth(task.config.eval_split).ids) > 1 else []
+    if rows:
+        write_csv_rows(Path(out_dir) / "mzr_oracle.csv", rows)
+    return rows

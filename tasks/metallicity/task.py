@@ -17,7 +17,8 @@ from sim2obs.tasks import metrics as M
 from sim2obs.tasks.base import Method, PaperResult, Predictions, Task, TaskMetadata, Truth
 from sim2obs.tasks.metallicity import report
 from sim2obs.tasks.metallicity.baselines import run_forest, run_mean
-from sim2obs.tasks.metallicity.config import AUGMENTS, BANDS, CHUNK, STACK, TARGET, MetallicityConfig
+from sim2obs.tasks.metallicity.config import (AUGMENTS, BANDS, CHUNK, COLOURS, LOG_SSFR_STAR_FORMING, SFR_COLUMN,
+                                                 STACK, TARGET, MetallicityConfig)
 from sim2obs.tasks.metallicity.network import run_network
 from sim2obs.tasks.metallicity.preprocessing import block_replicate, lupton_rgb, rebin
 
@@ -51,6 +52,7 @@ class MetallicityTask(Task):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._cache: dict[tuple, np.ndarray] = {}
+        self._selection: dict[str, np.ndarray | None] = {}
         super().__init__(*args, **kwargs)
 
     # -- config ---------------------------------------------------------------------------
@@ -85,6 +87,14 @@ class MetallicityTask(Task):
         bad = [f for f in rf.features if f == TARGET or f.startswith("ml_") or f in ("log_mstar",)]
         if bad:
             raise ConfigError(f"{name}.random_forest.features", "labels are not observables", value=bad)
+        noise = list(cfg.label_noise)
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0) for v in noise) \
+                or len(set(noise)) != len(noise):
+            raise ConfigError(f"{name}.label_noise", "distinct positive scatters in dex", value=noise)
+        bad_colours = [c for c in cfg.colour_study if c not in COLOURS]
+        if bad_colours or len(set(cfg.colour_study)) != len(cfg.colour_study):
+            raise ConfigError(f"{name}.colour_study", "distinct band sets", value=list(cfg.colour_study),
+                              allowed=list(COLOURS))
         if not cfg.mzr.bin_width > 0 or cfg.mzr.min_count < 1:
             raise ConfigError(f"{name}.mzr", "bin_width > 0 and min_count >= 1", value=asdict(cfg.mzr))
 
@@ -122,19 +132,56 @@ class MetallicityTask(Task):
         for col in ("log_mstar", *self.config.random_forest.features):
             if col not in gs.schema.column_names:
                 raise DataFormatError(gs.path, col, f"task {self.name} needs this column")
+        self._select(gs)
+
+    def _select(self, gs) -> None:
+        """The star-forming sample of every split (``star_forming_only``; done here, when the set is
+        opened, not by any method): rows with log SFR - log M* > -11 (1/yr). A simulated set without
+        ``log_sfr`` is refused; a real one (``data.path``) is taken as already selected."""
+        self._selection = {}
+        if not self.config.star_forming_only:
+            return
+        if SFR_COLUMN not in gs.schema.column_names:
+            if "path" in self.config.data:
+                return
+            raise DataFormatError(gs.path, SFR_COLUMN, f"task {self.name} selects star-forming galaxies "
+                                  "(star_forming_only) and needs this column; regenerate the set")
+        for split in gs.split_names:
+            ssfr = gs.column(SFR_COLUMN, split) - gs.column("log_mstar", split)
+            self._selection[split] = np.flatnonzero(ssfr > LOG_SSFR_STAR_FORMING)
+
+    def selection(self, split: str) -> np.ndarray | None:
+        """Row positions (within ``split``) of the task's sample, or None for the whole split."""
+        self.prepare()
+        return self._selection.get(split)
+
+    def _rows(self, split: str, values: np.ndarray) -> np.ndarray:
+        rows = self.selection(split)
+        return values if rows is None else values[rows]
+
+    def split_ids(self, split: str) -> np.ndarray:
+        """Ids of the task's sample in ``split`` (the star-forming galaxies, see :meth:`selection`)."""
+        return self._rows(split, super().split_ids(split))
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._rows(split, super().labels(split))
+
+    def features(self, split: str, columns) -> np.ndarray:
+        return self._rows(split, super().features(split, columns))
 
     def label_columns(self) -> tuple[str, ...]:
         """The target, its error, and the physical parameters a model must not read (stellar mass,
         mass-to-light ratios): only observables go to the random forest."""
         gs = self.galaxy_set
-        extra = [c for c in gs.schema.column_names if c == "log_mstar" or c.startswith("ml_")]
+        extra = [c for c in gs.schema.column_names if c in ("log_mstar", SFR_COLUMN) or c.startswith("ml_")]
         return tuple(dict.fromkeys(super().label_columns() + tuple(extra)))
 
     def truth(self, split: str) -> Truth:
         """Held-out truth plus ``extra["log_mstar"]`` for the mass-metallicity diagnostic."""
         t = super().truth(split)
         t.extra["log_mstar"] = self.galaxy_set.column("log_mstar", split).astype(np.float64)
-        return t
+        rows = self.selection(split)
+        return t if rows is None else t.subset(rows)
 
     @property
     def stamp(self) -> int:
@@ -155,7 +202,7 @@ class MetallicityTask(Task):
         key = ("rgb", split)
         if key not in self._cache:
             gs = self.galaxy_set
-            idx = gs.indices(split)
+            idx = self._rows(split, np.asarray(gs.indices(split)))
             bands = gs.schema.stack(STACK).channels
             h = self.stamp
             out = np.empty((len(idx), 3, h, h), dtype=np.float32)
@@ -204,6 +251,16 @@ class MetallicityTask(Task):
                 {**net, "model": to_plain(res_model), "resolution_px": int(size),
                  "pretrained": cfg.pretrained if cfg.resolution.model is None else None,
                  "resolution_trainer": to_plain(cfg.resolution.trainer)}))
+        for sigma in cfg.label_noise:
+            out.append(Method(
+                f"label_noise_{float(sigma):g}", "model",
+                f"the cnn trained on labels with {float(sigma):g} dex of added scatter (§5.2), scored on the true ones",
+                lambda task, workdir, v=float(sigma): run_network(task, workdir, None, label_noise=v),
+                {**net, "label_noise_dex": float(sigma)}))
+        for colour in cfg.colour_study:
+            out.append(Method(
+                f"colour_{colour}", "model", f"the cnn on {'+'.join(colour)}-band images (Fig. 4 colour study)",
+                lambda task, workdir, c=colour: run_network(task, workdir, None, colour=c), {**net, "colour": colour}))
         return out
 
     def predictions(self, ids: np.ndarray, values: np.ndarray) -> Predictions:
@@ -230,3 +287,5 @@ class MetallicityTask(Task):
         out_dir = Path(out_dir)
         preds = report.write_mzr_tables(self, rows, out_dir)
         report.write_resolution_study(self, rows, preds, out_dir)
+        if self.config.mzr_oracle and preds:
+            report.write_oracle_comparison(self, preds, out_dir)

@@ -29,11 +29,16 @@ def test_get_split_gives_ids_inputs_and_labels(name, data_dir):
     train, test = task.get_split("train"), task.get_split("test")
     assert isinstance(train, TaskSplit) and train.targets == task.targets
     gs = task.galaxy_set
-    assert np.array_equal(train.ids, gs.column("id", "train")) and train.ids.dtype == np.int64
-    assert np.array_equal(test.ids, gs.column("id", "test"))
+
+    def rows(split, values):  # a task that selects a sample (metallicity: star-forming galaxies) says which rows
+        sel = task.selection(split) if hasattr(task, "selection") else None
+        return values if sel is None else values[sel]
+
+    assert np.array_equal(train.ids, rows("train", gs.column("id", "train"))) and train.ids.dtype == np.int64
+    assert np.array_equal(test.ids, rows("test", gs.column("id", "test")))
     # labels of train/val in target order; the evaluation split's are held out
     assert train.labels.shape == (len(train), len(task.targets))
-    assert np.array_equal(train.labels[:, 0], gs.column(task.targets[0], "train"))
+    assert np.array_equal(train.labels[:, 0], rows("train", gs.column(task.targets[0], "train")))
     assert test.labels is None
     # the images are what the networks get: the spec's shapes
     images = {k: v for k, v in train.inputs.items() if v.ndim == 4}
