@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sim2obs import open_galaxy_set
+from sim2obs.tasks import build_task, load_task_config
 from tests.conftest import CLI
 
 TINY = [
@@ -71,7 +72,13 @@ def test_a_users_own_predictions_are_accepted_or_refused(main_job, tmp_path):
     env = main_job["env"]
     rows = json.loads((main_job["root"] / "results" / "results.json").read_text())
     data = next(r for r in rows if r["task"] == "metallicity")["data"]["path"]
-    ids = open_galaxy_set(data).column("id", "test")  # what a user's script sees: ids, never test labels
+    # what a user's script sees: the task's test ids (its star-forming sample), never test labels
+    task = build_task("metallicity", load_task_config("metallicity", "quick", ["data.n=60", "data.stamp=32",
+                                                                               "data.seed=5"]),
+                      data_dir=env["SIM2OBS_DATA"])
+    assert str(task.galaxy_set.path) == str(data)
+    ids = task.get_split("test").ids
+    assert 0 < len(ids) <= len(open_galaxy_set(data).column("id", "test"))
     good = tmp_path / "mine.csv"
     good.write_text("id,oh12\n" + "\n".join(f"{i},{8.9 + 0.01 * k}" for k, i in enumerate(ids)))
     args = ["leaderboard", "submit", "--task", "metallicity", "--model-name", "my_script", "--seed", "0",

@@ -75,6 +75,10 @@ class Trainer:
             ``{stack: (B, C, H, W)}`` after augmentation, ``output`` the model's output; it is called
             under the same autocast as the forward pass. It is part of the run's identity (the
             checkpoint hash); None (default) leaves every run exactly as without it.
+        freeze_frozen_norms: in a stage that freezes some layers, keep their normalisation layers
+            (BatchNorm) in evaluation mode, so their running statistics stay those of the
+            pre-trained network (head-only fine-tuning touches the head and nothing else). Part of
+            the run's identity when True; False (default) leaves every run as before.
 
     Models are called with the image tensor when a batch has one input stack, with the dict
     ``{stack: tensor}`` when it has several.
@@ -82,12 +86,13 @@ class Trainer:
 
     def __init__(self, config: TrainerConfig | None = None, loss: Callable | None = None,
                  augment: Callable | None = None, callbacks: Sequence[Callable] = (),
-                 regulariser: Callable | None = None):
+                 regulariser: Callable | None = None, freeze_frozen_norms: bool = False):
         self.config = config
         self.loss = loss
         self.augment = augment
         self.callbacks = callbacks
         self.regulariser = regulariser
+        self.freeze_frozen_norms = bool(freeze_frozen_norms)
 
     # -- setup --------------------------------------------------------------------------------
     def _config(self) -> TrainerConfig:
@@ -145,6 +150,8 @@ class Trainer:
                     "loss": _describe(self.loss), "augment": _describe(self.augment)}
         if self.regulariser is not None:  # absent otherwise: hashes of runs without one are unchanged
             identity["regulariser"] = _describe(self.regulariser)
+        if self.freeze_frozen_norms:  # absent otherwise, as the regulariser
+            identity["freeze_frozen_norms"] = True
         return identity
 
     # -- training ------------------------------------------------------------------------------
@@ -252,6 +259,8 @@ class Trainer:
                      loss_fn: Callable, augment: Callable | None, aug_gen: torch.Generator, desc: str) -> float:
         """One pass over ``loader``; returns the mean training loss over all processes."""
         net.train()
+        if self.freeze_frozen_norms:
+            freeze_norms_without_trainable_parameters(net)
         params = [p for g in opt.param_groups for p in g["params"]]
         total = torch.zeros((), dtype=torch.float64, device=rt.device)
         count = 0
@@ -348,3 +357,15 @@ class Trainer:
 
 # --------------------------------------------------------------------------------------------
 # Entry point: python -m / torchrun -m sim2obs.models.engine run.yaml [key=value ...]
+
+
+def freeze_norms_without_trainable_parameters(net: nn.Module) -> list[str]:
+    """Put every normalisation layer with running statistics (BatchNorm) whose parameters are all
+    frozen into evaluation mode; return their names."""
+    names = []
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats and \
+                not any(p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+            names.append(name)
+    return names

@@ -140,7 +140,9 @@ def train(adapter, model: nn.Module, train_ds, val_ds, cfg: TrainerConfig, out_d
     if log is not None and not cfg.progress:
         callbacks.append(lambda r, m: log(f"    {label}: epoch {r['epoch']}/{cfg.epochs} train {r['train_loss']:.4g} "
                                           f"val {r['val_loss']:.4g} ({r['seconds']:.1f} s)"))
-    trainer = Trainer(cfg, loss=adapter.loss(), callbacks=callbacks, regulariser=regulariser)
+    # frozen layers keep their BatchNorm statistics: head-only training changes the head only
+    trainer = Trainer(cfg, loss=adapter.loss(), callbacks=callbacks, regulariser=regulariser,
+                      freeze_frozen_norms=bool(cfg.stages))
     model_config = adapter.model_config() if hasattr(adapter, "model_config") else None
     fit = trainer.fit(model, train_ds, val_ds, out_dir, model_config=model_config)
     model.eval()
