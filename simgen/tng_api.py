@@ -1,21 +1,5 @@
-"""IllustrisTNG web-API client (https://www.tng-project.org/data/docs/api/) and cutout reader.
-
-:class:`TNGWebAPI` fetches subhalo records, searches and per-subhalo particle cutouts with the
-``api-key`` header the TNG docs specify. JSON answers are cached on disk keyed by URL; cutouts
-are cached under ``cache_dir/<simulation>/snap_<NNN>/``. Every request goes through the suite's
-download layer (:mod:`sim2obs.download`): retries with exponential backoff on transient errors
-(5xx, 408, 429, timeouts, dropped connections), cutouts streamed to a ``.part`` file (resumed
-with an HTTP Range request after a kill when the server answers 206, restarted otherwise),
-validated with h5py and renamed into place atomically; their sha256 and size go to
-``index.json`` in the same folder, and a cached file whose checksum no longer matches is
-downloaded again. Parallel workers may share a cache: per-file locks (``fcntl.flock``) keep
-two processes from writing the same cutout or index at once.
-
-:func:`read_cutout` turns a cutout file into the particle dict of the TNG spec (code units:
-ckpc/h, 1e10 Msun/h, km/s sqrt(a)). :data:`STAR_FIELDS`, :data:`DM_FIELDS` and
-:data:`GAS_FIELDS` are the fields the mock pipeline needs.
-
-This module is the public entry point; the code lives in :mod:`sim2obs.simgen.tng.webapi`.
+"""IllustrisTNG web-API client and cutout reader (https://www.tng-project.org/data/docs/api/): the public
+entry point; the code and its documentation live in :mod:`sim2obs.simgen.tng.webapi`.
 """
 from __future__ import annotations
 
