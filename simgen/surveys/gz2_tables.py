@@ -5,7 +5,7 @@ Both use one column scheme (checked against the real Willett et al. 2013 Table 5
 the 37 answers ``tNN_<question>_aMM_<answer>_{count, weight, fraction, weighted_fraction, debiased,
 flag}``. The per-answer fractions are *within-question* vote fractions; the unconditional probability
 of an answer multiplies them by the probability that its question is asked, down the decision tree of
-:mod:`sim2obs.models.gz2` (Dobbels et al. 2019, §3.1; ``shared/notes/gz2_tree.md``).
+:mod:`sim2obs.gz2_tree` (Dobbels et al. 2019, §3.1; ``shared/notes/gz2_tree.md``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from astropy.table import MaskedColumn, Table
 
 from sim2obs.errors import DataFormatError
-from sim2obs.models.gz2 import gz2_tree
+from sim2obs.gz2_tree import gz2_tree
 from sim2obs.simgen.surveys.catalogs import _read_bytes
 
 __all__ = ["FRACTION_KINDS", "read_gz2", "answer_stems", "fraction_columns", "probability_columns",
@@ -51,14 +51,12 @@ def vote_fractions(table: Table, kind: str = "weighted_fraction") -> np.ma.Maske
 
 def unconditional_probabilities(fractions: np.ndarray) -> np.ma.MaskedArray:
     """``(n, 37)`` within-question fractions -> unconditional probabilities through the GZ2 tree
-    (:meth:`sim2obs.models.gz2.QuestionTree.to_unconditional`). A row with any masked or non-finite
+    (:meth:`sim2obs.gz2_tree.QuestionTree.to_unconditional`). A row with any masked or non-finite
     fraction is masked where the value depends on it (here: the whole row, conservatively)."""
-    import torch  # deferred: torch is a heavy import and only this function needs it
-
     frac = np.ma.asarray(fractions, dtype=np.float64)
     filled = np.ma.filled(frac, np.nan)
     bad = ~np.isfinite(filled).all(axis=1)
-    probs = gz2_tree().to_unconditional(torch.from_numpy(np.nan_to_num(filled))).numpy()
+    probs = gz2_tree().to_unconditional(np.nan_to_num(filled))
     return np.ma.MaskedArray(probs, mask=np.repeat(bad[:, None], probs.shape[1], axis=1))
 
 
