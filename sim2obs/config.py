@@ -213,3 +213,18 @@ def _set_path(obj: Any, path: tuple, value: Any) -> None:
         obj[path[-1]] = value
     else:
         setattr(obj, path[-1], value)
+
+
+def check_importable_target(cfg: Any, key: str) -> None:
+    """Refuse a model config whose ``_target_`` is missing or cannot be imported."""
+    from hydra.utils import get_object
+
+    target = cfg.get("_target_") if isinstance(cfg, Mapping) else None
+    if not target:
+        raise ConfigError(f"{key}._target_", "a model config needs a _target_ (the class to build)", value=cfg)
+    try:
+        get_object(str(target))
+    except Exception as exc:  # ImportError, AttributeError, or the user's module failing on import
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(cause).__name__}: {cause}); is its "
+                          "package installed or on PYTHONPATH?", value=str(target)) from None

@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from sim2obs.atomic import atomic_write
-from sim2obs.config import coerce_dataclass, fill_task_spec, has_task_spec, to_plain
+from sim2obs.config import check_importable_target, coerce_dataclass, fill_task_spec, has_task_spec, to_plain
 from sim2obs.errors import ConfigError, DataFormatError, Sim2obsValueError
 from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, package_versions, stable_hash
@@ -121,7 +121,7 @@ class Task:
 
         checks = self.model_checks()
         for key, cfg, _ in checks:
-            _import_target(cfg, f"task.{self.name}.{key}")
+            check_importable_target(cfg, f"task.{self.name}.{key}")
         reports = []
         for key, cfg, spec in checks:
             try:
@@ -465,7 +465,7 @@ class Task:
                 "deterministic": method.deterministic,
                 "main_score": self.metadata.main_score, "value": metrics[self.metadata.main_score],
                 "metrics": metrics, "errors": replicates[method.name].errors(),
-                "n_bootstrap": self.config.n_bootstrap, "paper": _paper(self.metadata, method.name),
+                "n_bootstrap": self.config.n_bootstrap, "paper": self.metadata.paper_row(method.name),
                 "data": self.data_identity, "method_config": method.config, "task_config": to_plain(self.config),
                 "info": output.info, "wall_seconds": wall, "predictions": pred_path.name,
                 "predictions_sha256": file_sha256(pred_path), "run_key": key, "package_versions": package_versions(),
@@ -502,23 +502,3 @@ class Task:
         if diffs:
             write_csv_rows(out_dir / DIFFERENCES_FILE, diffs)
         return diffs
-
-
-def _import_target(cfg: Any, key: str) -> None:
-    """Refuse a model config whose ``_target_`` is missing or cannot be imported."""
-    from hydra.utils import get_object
-
-    target = cfg.get("_target_") if isinstance(cfg, Mapping) else None
-    if not target:
-        raise ConfigError(f"{key}._target_", "a model config needs a _target_ (the class to build)", value=cfg)
-    try:
-        get_object(str(target))
-    except Exception as exc:  # ImportError, AttributeError, or the user's module failing on import
-        cause = exc.__cause__ or exc
-        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(cause).__name__}: {cause}); is its "
-                          "package installed or on PYTHONPATH?", value=str(target)) from None
-
-
-def _paper(meta: TaskMetadata, method: str) -> dict | None:
-    ref = meta.paper.get(method)
-    return None if ref is None else {"value": ref.value, "note": ref.note, "metric": ref.metric}

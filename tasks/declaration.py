@@ -50,6 +50,11 @@ class TaskMetadata:
     requires_posterior: bool = False
     paper: Mapping[str, PaperResult] = field(default_factory=dict)
 
+    def paper_row(self, method: str) -> dict | None:
+        """The paper's number for ``method`` as a result row records it, or None."""
+        ref = self.paper.get(method)
+        return None if ref is None else {"value": ref.value, "note": ref.note, "metric": ref.metric}
+
     def __post_init__(self):
         if self.main_score not in self.metrics:
             raise Sim2obsValueError("main_score must be one of the task's metrics", value=self.main_score,
