@@ -135,6 +135,8 @@ class TransferRun(Base):
     errors: Mapped[dict] = mapped_column(JSON)  # 1σ bootstrap errors, recomputed (before 0004: as reported)
     n_bootstrap: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the resamples behind ``errors``
     bootstrap_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # (n_bootstrap,) main score on every resample (0005; None before it): pairs strategies of one target and seed
+    main_replicates: Mapped[list | None] = mapped_column(JSON, nullable=True)
     predictions_sha256: Mapped[str] = mapped_column(String(64))
     predictions_path: Mapped[str] = mapped_column(String(500))  # the stored copy
     study_path: Mapped[str] = mapped_column(String(500))

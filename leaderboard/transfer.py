@@ -7,11 +7,13 @@ numbers: it checks each predictions file's sha256, rebuilds the task from the ro
 ``task_config`` on the set the row was scored on (``{path, content_hash}`` of the source set for
 ``domain == "source"`` rows, else of the target set), recomputes every metric with
 ``task.evaluate`` and refuses the whole study, naming the row, when any stored number differs
-(beyond rounding; beyond float32 precision for posterior samples, which the file stores as
-float32: :data:`F32_TOL`). The board stores its own recomputed numbers.
+beyond rounding (the protocol scores the predictions file it saved, so a row's numbers are the
+file's exactly; no float32 allowance). The board stores its own recomputed numbers.
 Each metric's 1σ bootstrap error is recomputed too, on ``n_boot`` resamples drawn with
 ``n_boot_seed`` (the row's, when it states them: then an error that differs refuses the row as a
-metric does; else the protocol's defaults, and the row's own errors are not used).
+metric does; else the protocol's defaults, and the row's own errors are not used), and so is the
+main score on every resample (``main_replicates``): runs of one target test set and seed scored on
+the same resamples pair, so the board gives differences between strategies a paired error.
 Nothing is written unless every row passes; re-recording a folder adds no rows.
 :func:`verify_transfer` re-checks stored transfer runs (``leaderboard verify``). The board and
 its page: :mod:`sim2obs.leaderboard.transfer_board`.
@@ -41,15 +43,9 @@ from sim2obs.tasks import metrics as M
 from sim2obs.tasks.bootstrap import N_BOOTSTRAP, bootstrap_indices, replicate_metrics
 
 RESULTS_FILE = "transfer_results.json"
-#: Relative and absolute tolerance of a recomputed metric against the row's (JSON floats).
+#: Relative and absolute tolerance of a recomputed metric against the row's (JSON floats: the row
+#: and the board score the same predictions file, so only JSON rounding may differ).
 RTOL, ATOL = 1e-9, 1e-12
-#: ``Predictions.save`` stores posterior samples as float32: a study that scores its float64
-#: samples before saving them gets metrics that agree with the file's only to float32 precision
-#: (measured on a tiny bt_posterior study of the protocol: 455 of 1,488 numbers differ, the largest
-#: by 0.5 % of this tolerance). Rows whose file holds samples are compared
-#: at this relative tolerance, and at this fraction of the largest |sample| of the metric's target
-#: in absolute terms (coverages and other keys naming no target: of 1).
-F32_TOL = 1e-5
 _FIELDS = {"task": str, "task_version": str, "study": str, "model": str, "source": dict, "target_name": str,
            "target": dict, "strategy": str, "k": int, "seed": int, "domain": str, "split": str, "main_score": str,
            "value": (int, float), "metrics": dict, "predictions": str, "predictions_sha256": str, "folder": str,
@@ -150,26 +146,16 @@ def _same(a: Any, b: Any, rtol: float = RTOL, atol: float = ATOL) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
 
 
-def tolerances(predictions: Predictions | None) -> Callable[[str], tuple[float, float]]:
-    """``key -> (rtol, atol)`` for comparing a row's metric with the recomputed one: exact (up to
-    rounding) unless the file holds float32 posterior samples (see :data:`F32_TOL`)."""
-    if predictions is None or predictions.samples is None:
-        return lambda key: (RTOL, ATOL)
-    scales = {t: float(np.nanmax(np.abs(predictions.samples[..., j]))) for j, t in enumerate(predictions.targets)}
-
-    def tol(key: str) -> tuple[float, float]:
-        parts = key.split("/")
-        scale = 1.0 if parts[-1].startswith("coverage") else max([scales[p] for p in parts if p in scales] or [1.0])
-        return F32_TOL, F32_TOL * max(scale, 1.0)
-
-    return tol
+def exact(key: str) -> tuple[float, float]:
+    """``(rtol, atol)`` of every comparison of a row's number with the board's: exact up to JSON rounding."""
+    return RTOL, ATOL
 
 
 def metric_problems(stored: Mapping[str, Any], recomputed: Mapping[str, float], main_score: str,
                     main_value: Any, task, tol: Callable[[str], tuple[float, float]] | None = None) -> list[str]:
     """Every difference between a row's (or a record's) numbers and the recomputed metrics
     (``tol``: per-key tolerances, default exact up to rounding)."""
-    tol = tol or tolerances(None)
+    tol = tol or exact
     out = [f"metric {k!r} = {stored[k]!r} is not one the task computes" for k in sorted(set(stored) - set(recomputed))]
     out += [f"metric {k!r} (recomputed {recomputed[k]:.6g}) is missing" for k in sorted(set(recomputed) - set(stored))]
     out += [f"metric {k!r}: stored {stored[k]!r}, recomputed {recomputed[k]!r}"
@@ -191,19 +177,23 @@ def boot_params(row: Mapping[str, Any]) -> tuple[int, int, bool]:
 
 
 def score_with_errors(task, predictions: Predictions, split: str, n_boot: int,
-                      seed: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Every metric of ``predictions`` on ``split`` and each one's 1σ bootstrap error on
-    ``n_boot`` resamples drawn with ``seed`` (as the transfer protocol scores a point; {} when a
-    resample leaves a metric undefined, as on a tiny test set)."""
+                      seed: int) -> tuple[dict[str, float], dict[str, float], list[float] | None]:
+    """Every metric of ``predictions`` on ``split``, each one's 1σ bootstrap error on ``n_boot``
+    resamples drawn with ``seed`` (as the transfer protocol scores a point; {} when a resample
+    leaves a metric undefined, as on a tiny test set) and the main score on every resample
+    (``(n_boot,)``; None unless it is defined and finite on all of them: then nothing pairs with it)."""
     aligned, truth = task.align(predictions, split)
     metrics = task._score(aligned, truth)
     if aligned.samples is not None:  # sorted once; every resample's subset stays sorted
         aligned = dataclasses.replace(aligned, samples=M.sorted_samples(aligned.samples))
     idx = bootstrap_indices(len(truth.ids), n_boot, seed=seed)
     try:
-        return metrics, replicate_metrics(task._score, aligned, truth, idx).errors()
+        reps = replicate_metrics(task._score, aligned, truth, idx)
     except Sim2obsValueError:  # a resample leaves a metric undefined (tiny test set): no errors
-        return metrics, {}
+        return metrics, {}, None
+    main = reps.values.get(task.metadata.main_score)
+    ok = main is not None and len(main) == n_boot and bool(np.isfinite(main).all())
+    return metrics, reps.errors(), ([float(x) for x in main] if ok else None)
 
 
 def error_problems(stated: Mapping[str, Any], errors: Mapping[str, float], tol) -> list[str]:
@@ -214,10 +204,10 @@ def error_problems(stated: Mapping[str, Any], errors: Mapping[str, float], tol) 
 
 
 def check_row(i: int, row: Mapping[str, Any], study_dir: Path, tasks: TransferTasks,
-              results: Path) -> tuple[Any, Predictions, dict[str, float], Path, dict[str, float]]:
+              results: Path) -> tuple[Any, Predictions, dict[str, float], Path, dict[str, float], list[float] | None]:
     """Check one row (predictions file and hash, task version, split, every number) and return
-    ``(task, predictions, recomputed metrics, predictions file, recomputed errors)``; refuses
-    naming the row."""
+    ``(task, predictions, recomputed metrics, predictions file, recomputed errors, main score on
+    every resample)``; refuses naming the row."""
     label = row_label(i, row)
     pred = (study_dir / row["folder"] / row["predictions"]).resolve()
     if not pred.is_relative_to(study_dir.resolve()):
@@ -242,17 +232,16 @@ def check_row(i: int, row: Mapping[str, Any], study_dir: Path, tasks: TransferTa
     predictions = Predictions.load(pred)
     n_boot, boot_seed, stated = boot_params(row)
     try:
-        recomputed, errors = score_with_errors(task, predictions, row["split"], n_boot, boot_seed)
+        recomputed, errors, reps = score_with_errors(task, predictions, row["split"], n_boot, boot_seed)
     except Sim2obsError as exc:
         raise DataFormatError(pred, None, f"{label}: the predictions cannot be scored: {exc}") from None
-    problems = metric_problems(row["metrics"], recomputed, row["main_score"], row["value"], task,
-                               tolerances(predictions))
+    problems = metric_problems(row["metrics"], recomputed, row["main_score"], row["value"], task)
     if stated and isinstance(row.get("errors"), dict):
-        problems += error_problems(row["errors"], errors, tolerances(predictions))
+        problems += error_problems(row["errors"], errors, exact)
     if problems:
         raise DataFormatError(results, f"[{i}].metrics", f"{label}: refused, its numbers are not what its "
                               "predictions give: " + "; ".join(problems))
-    return task, predictions, recomputed, pred, errors
+    return task, predictions, recomputed, pred, errors, reps
 
 
 def _finite(d: Mapping[str, Any]) -> dict:
@@ -272,7 +261,7 @@ def record_transfer(board, study_dir: str | os.PathLike, data_dir: str | os.Path
     checked = [check_row(i, row, study_dir, tasks, results) for i, row in enumerate(rows)]
     commit, user = git_commit(), submitter or _user()
     new, existing, seen = [], [], set()
-    for row, (task, predictions, metrics, pred, errors) in zip(rows, checked):
+    for row, (task, predictions, metrics, pred, errors, reps) in zip(rows, checked):
         sha = row["predictions_sha256"]
         data_hash = scored_identity(row)["content_hash"]
         point = (row["task"], row["study"], row["target_name"], row["strategy"], row["k"], row["seed"], data_hash, sha)
@@ -293,6 +282,7 @@ def record_transfer(board, study_dir: str | os.PathLike, data_dir: str | os.Path
             target_path=tgt["path"], data_content_hash=data_hash, n_objects=len(predictions.ids),
             main_score=task.metadata.main_score, main_value=float(metrics[task.metadata.main_score]),
             errors=_finite(errors), n_bootstrap=boot_params(row)[0], bootstrap_seed=boot_params(row)[1],
+            main_replicates=reps,
             predictions_sha256=sha, predictions_path=str(stored),
             study_path=str(study_dir.resolve()), folder=row["folder"], wall_seconds=row.get("wall_seconds"),
             sim2obs_version=sim2obs.__version__, git_commit=commit,
@@ -361,16 +351,21 @@ def check_transfer_run(run: TransferRun, tasks: TransferTasks | None):
         task = tasks.get(run.task, run.config, identity, run.study_path)
         predictions = Predictions.load(path)
         if run.n_bootstrap is None:  # recorded before the board recomputed errors: none to check
-            check.recomputed, errors = task.evaluate(predictions, run.split), None
+            check.recomputed, errors, reps = task.evaluate(predictions, run.split), None, None
         else:
-            check.recomputed, errors = score_with_errors(task, predictions, run.split, run.n_bootstrap,
-                                                         run.bootstrap_seed or 0)
+            check.recomputed, errors, reps = score_with_errors(task, predictions, run.split, run.n_bootstrap,
+                                                               run.bootstrap_seed or 0)
     except Sim2obsError as exc:
         check.status, check.problems = NOT_CHECKED, [str(exc)]
         return check
     problems = metric_problems(run.metric_dict(), check.recomputed, run.main_score, run.main_value, task)
     if errors is not None:
-        problems += error_problems(run.errors or {}, errors, tolerances(None))
+        problems += error_problems(run.errors or {}, errors, exact)
+    stored_reps = getattr(run, "main_replicates", None)
+    if errors is not None and stored_reps is not None and (
+            reps is None or len(reps) != len(stored_reps) or not all(map(_same, stored_reps, reps))):
+        problems.append(f"main_replicates: the stored main score on the {run.n_bootstrap} resamples is not the "
+                        "recomputed one")
     if run.n_objects != len(predictions.ids):
         problems.append(f"n_objects: stored {run.n_objects}, the stored predictions hold {len(predictions.ids)}")
     if run.task_version != task.metadata.version:
@@ -391,4 +386,4 @@ def verify_transfer(board, data_dir=None, task: str | None = None, hashes_only: 
 
 
 __all__ = ["record_transfer", "read_results", "row_label", "transfer_runs", "transfer_tasks", "verify_transfer",
-           "check_transfer_run", "TransferTasks", "tolerances", "RESULTS_FILE"]
+           "check_transfer_run", "TransferTasks", "score_with_errors", "exact", "RESULTS_FILE"]

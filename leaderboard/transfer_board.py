@@ -4,7 +4,13 @@ aggregated, ranked and rendered.
 Per task, one entry per (model and its settings, source set, target set) with the source
 (in-domain) score, the zero-shot target score, the best few-shot target score at each k (and
 which strategy gave it) and the gap (zero-shot target − source, paired per seed), each as mean ±
-std over seeds with the number of seeds (a seed's repeated runs are averaged first). Entries are
+std over seeds with the number of seeds (a seed's repeated runs are averaged first), and with the
+1σ bootstrap error on the test set. At each k, the best strategy's difference from zero-shot
+(``Δ vs zero-shot``) is paired twice: per seed (the same source network) and over the *same* test
+objects and bootstrap resamples (both runs' main score on every resample, ``main_replicates``):
+its test error is the spread over resamples of the per-resample difference, which cancels the
+galaxies both strategies find hard (the gap's two test sets cannot pair: its error is in
+quadrature). Entries are
 ranked only within a *comparison group* (same task version, same source and target content
 hashes), by the zero-shot target score; a ranked entry needs
 :data:`~sim2obs.leaderboard.board.MIN_SEEDS_RANKED` seeds there. The page shows each group's
@@ -21,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
+
 from sim2obs.atomic import atomic_write
 from sim2obs.leaderboard.board import MIN_SEEDS_RANKED
 from sim2obs.leaderboard.db import TransferRun
-from sim2obs.leaderboard.ranking import Stat
+from sim2obs.leaderboard.ranking import Stat, _boot_identity
 from sim2obs.leaderboard.transfer import transfer_runs
 from sim2obs.provenance import stable_hash
 from sim2obs.tasks.base import text_table
@@ -43,6 +51,11 @@ class Cell:
     run_ids: list[int]
     #: each seed's 1σ bootstrap error of the main score on the test set (recomputed by the board)
     boot: dict[int, float] = field(default_factory=dict)
+    #: each seed's main score on every bootstrap resample, with the resamples' identity (test set,
+    #: count, seed): ``{seed: (identity, (n_boot,) array)}``; seeds whose runs lack them are absent
+    reps: dict[int, tuple[tuple, np.ndarray]] = field(default_factory=dict)
+    #: whether ``boot`` holds paired errors of a difference (same test objects and resamples)
+    paired: bool = False
 
     @property
     def boot_error(self) -> float | None:
@@ -67,13 +80,37 @@ class Cell:
 def _cell(runs: Sequence[TransferRun]) -> Cell:
     by_seed: dict[int, list[float]] = defaultdict(list)
     errs: dict[int, list[float]] = defaultdict(list)
+    reps: dict[int, list[tuple]] = defaultdict(list)
     for r in runs:
         by_seed[r.seed].append(r.main_value)
         err = (r.errors or {}).get(r.main_score) if getattr(r, "n_bootstrap", None) is not None else None
         if err is not None:
             errs[r.seed].append(err)
+        ident = _boot_identity(r)
+        if ident is not None:
+            reps[r.seed].append((ident, np.asarray(r.main_replicates, dtype=np.float64)))
     boot = {s: sum(v) / len(v) for s, v in errs.items() if len(v) == len(by_seed[s])}
-    return Cell({s: sum(v) / len(v) for s, v in by_seed.items()}, [r.id for r in runs], boot)
+    # a seed's repeated runs averaged resample by resample, when all of them share one set of resamples
+    same = {s: v for s, v in reps.items() if len(v) == len(by_seed[s]) and len({i for i, _ in v}) == 1}
+    return Cell({s: sum(v) / len(v) for s, v in by_seed.items()}, [r.id for r in runs], boot,
+                {s: (v[0][0], np.mean([a for _, a in v], axis=0)) for s, v in same.items()})
+
+
+def paired_difference(a: Cell | None, b: Cell | None) -> Cell | None:
+    """``a − b`` of the main score, paired per seed (seeds in both), each seed's test error the
+    standard deviation over the shared bootstrap resamples of the per-resample difference (only
+    when every common seed has replicates of both on the same resamples; else no test error).
+    None without a common seed."""
+    if a is None or b is None:
+        return None
+    both = sorted(set(a.per_seed) & set(b.per_seed))
+    if not both:
+        return None
+    diff = {s: a.per_seed[s] - b.per_seed[s] for s in both}
+    if not all(s in a.reps and s in b.reps and a.reps[s][0] == b.reps[s][0] for s in both):
+        return Cell(diff, [], {}, {}, paired=True)
+    reps = {s: (a.reps[s][0], a.reps[s][1] - b.reps[s][1]) for s in both}
+    return Cell(diff, [], {s: float(np.std(d)) for s, (_, d) in reps.items()}, reps, paired=True)
 
 
 @dataclass
@@ -112,6 +149,17 @@ class TransferEntry:
         """The strategy with the best mean main score at ``k`` (zero-shot excluded)."""
         cands = [(s, c[k]) for s, c in self.curves.items() if s != ZERO_SHOT and k in c]
         return min(cands, key=lambda sc: (ranking_loss(self.main_score, sc[1].stat.mean), sc[0]), default=None)
+
+    def versus_zero_shot(self, k: int, strategy: str | None = None) -> tuple[str, Cell] | None:
+        """``(strategy, cell)``: ``strategy`` at ``k`` (default: the best there) minus zero-shot,
+        paired per seed and over the test resamples (:func:`paired_difference`)."""
+        if strategy is None:
+            best = self.best(k)
+            if best is None:
+                return None
+            strategy = best[0]
+        diff = paired_difference(self.curves.get(strategy, {}).get(k), self.zero_shot)
+        return None if diff is None else (strategy, diff)
 
     @property
     def gap(self) -> Cell | None:
@@ -187,8 +235,14 @@ def _fmt(cell: Cell | None, extra: str = "") -> str:
     if cell is None:
         return ""
     err = cell.boot_error
-    boot = "" if err is None else f" [test ± {err:.2g}]"
+    boot = "" if err is None else f" [test ± {err:.2g}{' paired' if cell.paired else ''}]"
     return f"{cell.stat}{boot} (n={cell.n_seeds}{', ' + extra if extra else ''})"
+
+
+def _sigmas(cell: Cell | None) -> str:
+    """``(2.1σ)``: the seed-mean difference over its paired test error."""
+    err = None if cell is None else cell.boot_error
+    return "" if cell is None or not err else f" ({cell.stat.mean / err:+.1f}σ)"
 
 
 def table_rows(group: Sequence[TransferEntry]) -> tuple[list[str], list[list[str]]]:
@@ -197,14 +251,15 @@ def table_rows(group: Sequence[TransferEntry]) -> tuple[list[str], list[list[str
     main = group[0].main_score
     ks = sorted({k for e in group for k in e.ks})
     header = ["rank", "model", "study", f"source {main}", f"zero-shot {main}", "gap (zero-shot - source)"]
-    header += [f"k={k} best" for k in ks] + ["note"]
+    header += [h for k in ks for h in (f"k={k} best", f"k={k} best - zero-shot")] + ["note"]
     rows = []
     for e in group:
         row = [str(e.rank) if e.rank else "-", e.model_name, ", ".join(e.studies), _fmt(e.source_cell),
                _fmt(e.zero_shot), _fmt(e.gap)]
         for k in ks:
-            b = e.best(k)
+            b, d = e.best(k), e.versus_zero_shot(k)
             row.append(_fmt(b[1], b[0]) if b else "")
+            row.append(_fmt(d[1]) + _sigmas(d[1]) if d else "")
         z = e.zero_shot
         row.append("" if e.rank else f"unranked: zero-shot needs {MIN_SEEDS_RANKED} seeds (has "
                    f"{z.n_seeds if z else 0})")
@@ -231,21 +286,23 @@ def to_csv(groups: Sequence[Sequence[TransferEntry]]) -> str:
     w = csv.writer(buf)
     w.writerow(["task", "task_version", "source_name", "source_hash", "target_names", "target_data_name",
                 "target_hash", "rank", "model", "model_key", "studies", "point", "strategy", "k", "best_at_k",
-                "main_score", "mean", "std", "n_seeds", "run_ids", "bootstrap_error"])
+                "main_score", "mean", "std", "n_seeds", "run_ids", "bootstrap_error", "paired"])
     for g in groups:
         for e in g:
             head = [e.task, e.task_version, e.source[0], e.source[1], "/".join(e.target_names), e.target[0],
                     e.target[1], e.rank or "", e.model_name, e.model_key, " ".join(e.studies)]
             points = [("source", SOURCE, 0, e.source_cell), ("gap", "zero_shot-source", 0, e.gap)]
             points += [("target", s, k, c) for s, by_k in sorted(e.curves.items()) for k, c in sorted(by_k.items())]
+            points += [("versus_zero_shot", s, k, d) for s, by_k in sorted(e.curves.items()) if s != ZERO_SHOT
+                       for k in sorted(by_k) for d in [(e.versus_zero_shot(k, s) or (None, None))[1]]]
             for point, strategy, k, cell in points:
                 if cell is None:
                     continue
-                best = e.best(k) if point == "target" and strategy != ZERO_SHOT else None
+                best = e.best(k) if point in ("target", "versus_zero_shot") and strategy != ZERO_SHOT else None
                 st = cell.stat
                 w.writerow(head + [point, strategy, k, bool(best and best[0] == strategy), e.main_score, st.mean,
                                    st.std, cell.n_seeds, " ".join(map(str, cell.run_ids)),
-                                   "" if cell.boot_error is None else cell.boot_error])
+                                   "" if cell.boot_error is None else cell.boot_error, cell.paired])
     return buf.getvalue()
 
 
@@ -300,7 +357,9 @@ def transfer_section(board, task_name: str, out: Path, log: Callable[[str], None
     parts = [f"<section id=\"transfer-{_e(task_name)}\" class=\"transfer\"><h2>{_e(task_name)}: transfer</h2>"
              "<p>Trained on the source set, scored on the target set's test split: <b>source</b> is the in-domain "
              "score, <b>zero-shot</b> the target score without target labels, <b>k=… best</b> the best strategy "
-             "with k labelled target objects (named), <b>gap</b> zero-shot − source paired per seed; each mean ± "
+             "with k labelled target objects (named), <b>best − zero-shot</b> its difference from zero-shot paired "
+             "per seed and over the same test galaxies and bootstrap resamples (<i>paired</i>; σ: the difference over "
+             "that error), <b>gap</b> zero-shot − source paired per seed; each mean ± "
              "std over seeds (n = seeds), with <i>test ±</i> the 1σ bootstrap error on the test set (recomputed; the "
              f"gap's in quadrature: two test sets). Ranked by the zero-shot score (needs {MIN_SEEDS_RANKED} seeds), only "
              "within one source/target pair of content hashes and task version.</p>",
@@ -326,5 +385,6 @@ def transfer_section(board, task_name: str, out: Path, log: Callable[[str], None
     return "".join(parts) + "</section>"
 
 
-__all__ = ["aggregate_transfer", "rank_transfer", "board_groups", "TransferEntry", "Cell", "table_rows", "to_text",
+__all__ = ["aggregate_transfer", "rank_transfer", "board_groups", "TransferEntry", "Cell", "paired_difference",
+           "table_rows", "to_text",
            "to_csv", "transfer_section", "learning_curve"]

@@ -10,6 +10,7 @@ writes a set, ``coerce_config(config)`` validates a config and fills its default
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -17,13 +18,31 @@ from typing import Any, Mapping
 
 from sim2obs.config import to_plain
 from sim2obs.registry import Registry
-from sim2obs.simgen import galsim_bulge_disk, tng_mocks
 
-GENERATORS: Registry = Registry("generator")
-GENERATORS.register("galsim")(galsim_bulge_disk)
-GENERATORS.register("tng")(tng_mocks)
+# Each generator module is imported when it is first used (PEP 562 ``__getattr__`` below): a Dask
+# worker drawing GalSim stamps imports the GalSim generator only, never the TNG/numba stack.
+_MODULES = {"galsim": "galsim_bulge_disk", "tng": "tng_mocks"}
+
+
+class _GeneratorRegistry(Registry):
+    """Generators by name; each module is imported on its first lookup."""
+
+    def get(self, name: str) -> Any:
+        item = super().get(name)
+        return importlib.import_module(f"{__name__}.{item}") if isinstance(item, str) else item
+
+
+GENERATORS: Registry = _GeneratorRegistry("generator")
+for _name, _module in _MODULES.items():
+    GENERATORS.register(_name)(_module)
 
 __all__ = ["GENERATORS", "galsim_bulge_disk", "tng_mocks", "canonical_config", "default_set_path", "prepare_set"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES.values():
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def canonical_config(simgen: Any) -> dict:

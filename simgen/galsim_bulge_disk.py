@@ -14,7 +14,6 @@ worker, so the same seed gives the same bytes whatever the number of workers.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,19 +24,28 @@ import numpy as np
 
 from sim2obs.errors import ConfigError
 from sim2obs.galaxyset import ColumnSpec, GalaxySetSchema, GalaxySetWriter, StackSpec, assign_splits
+from sim2obs.parallel import ClusterInBackground
 from sim2obs.provenance import stable_hash
 from sim2obs.simgen import galsim_nuisances as nuisances
 from sim2obs.simgen.galsim_nuisances import RealismSection
-from sim2obs.simgen.population import BAND_DATA, PopulationConfig, draw_population, half_light_radius
+from sim2obs.simgen.galsim_render import (_PURPOSE_CORRELATED_NOISE, _PURPOSE_KNOTS, _PURPOSE_NOISE, _STREAM_OBJECT,
+                                          draw_smooth, galaxy_profile, one_galsim_thread, psf_profile,
+                                          sky_level_nmgy, sky_sigma_nmgy)
+from sim2obs.simgen.galsim_render import gsparams as _gsparams
+from sim2obs.simgen.galsim_render import object_seed as _object_seed
+from sim2obs.simgen.galsim_render import seed_sequence as _seed_sequence
+from sim2obs.simgen.half_light import half_light_radius
+from sim2obs.simgen.population import BAND_DATA, PopulationConfig, draw_population
 
 GENERATOR_NAME = "galsim_bulge_disk"
 # 1.1: images stored uncompressed by default; r_e solved by Newton. 1.2: nuisance switches (all off:
-# the same data), star magnitudes from power-law number counts (was uniform in 14-20).
-GENERATOR_VERSION = "1.2"
+# the same data), star magnitudes from power-law number counts (was uniform in 14-20). 1.3: every band
+# from one Fourier grid per galaxy, sized for the stamp (alias_tolerance; sim2obs.simgen.galsim_render).
+GENERATOR_VERSION = "1.3"
+_WORKER_MODULES = ("sim2obs.simgen.galsim_bulge_disk", "galsim")  # imported once by a local cluster's fork server
 _POPULATION_BLOCK = 10_000  # population drawn in fixed blocks: independent of shard size
-_STREAM_POPULATION, _STREAM_CONDITIONS, _STREAM_SECONDARY, _STREAM_OBJECT = 0, 1, 2, 3
+_STREAM_POPULATION, _STREAM_CONDITIONS, _STREAM_SECONDARY = 0, 1, 2  # _STREAM_OBJECT = 3: galsim_render
 _STREAM_SERSIC, _STREAM_SECONDARY_SERSIC = 4, 5  # free bulge Sersic indices of the targets / neighbours
-_PURPOSE_KNOTS, _PURPOSE_NOISE, _PURPOSE_CORRELATED_NOISE = 1, 2, 3  # per-object seeds
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +57,7 @@ class PopulationSection:
 
     z_min: float = 0.02
     z_max: float = 0.25
-    log_mass_min: float = 9.0          # log10 Msun
+    log_mass_min: float = 8.5          # log10 Msun
     log_mass_max: float = 11.8
     mag_limit_r: float | None = 17.77  # SDSS main galaxy sample; null: no flux limit
     disk_thickness_q0: float = 0.15
@@ -57,9 +65,10 @@ class PopulationSection:
     bulge_fraction_model: str = "mass"  # mass | uniform
     bulge_fraction_min: float = 0.0    # bulge mass fraction range, within [0, 1]
     bulge_fraction_max: float = 1.0
-    metallicity_random_scatter_dex: float = 0.09
+    metallicity_random_scatter_dex: float = 0.054  # Curti et al. 2020 FMR scatter (incl. 0.03 dex measurement)
     ml_rel_err_min: float = 0.05
     single_component_fraction: float = 0.0  # bulge-only or disk-only galaxies, half each (GaMPEN: 0.25)
+    d25_min_arcmin: float | None = None  # render only galaxies with D25 above this (arcmin; ml_ratio: 0.4)
     free_sersic: bool = False          # bulge n uniform in free_sersic_range instead of from bulge_sersic_n
     free_sersic_range: list[float] = field(default_factory=lambda: [1.0, 6.0])
     ml_calibration: str = "bell2003"   # bell2003 | chabrier (-0.093 dex mass labels; images unchanged)
@@ -99,8 +108,9 @@ class GalSimConfig:
     shard_size: int = 500
     split: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     split_seed: int | None = None      # null: use seed
-    folding_threshold: float = 1e-2    # GalSim GSParams; looser than the default, ~1.3x faster
-    maxk_threshold: float = 2e-3
+    folding_threshold: float = 1e-2    # GalSim GSParams of knots, neighbours and stars (drawn by drawImage)
+    maxk_threshold: float = 1e-3       # GalSim GSParams (its default): how far out in k profiles are drawn
+    alias_tolerance: float = 0.05      # light wrapped onto a stamp pixel by the FFT, at most, in sky sigma
     image_compression: int = 0         # gzip level of the stored images (0: none; noisy stamps gain ~12 %)
     population: PopulationSection = field(default_factory=PopulationSection)
     psf: PsfSection = field(default_factory=PsfSection)
@@ -155,6 +165,8 @@ def validate_config(cfg: GalSimConfig) -> None:
     if not 0.0 <= p.single_component_fraction <= 1.0:
         raise ConfigError("simgen.population.single_component_fraction", "a fraction must lie in [0, 1]",
                           value=p.single_component_fraction)
+    if p.d25_min_arcmin is not None:
+        _positive("simgen.population.d25_min_arcmin", p.d25_min_arcmin, False)
     if p.ml_rel_err_min < 0.05:
         raise ConfigError("simgen.population.ml_rel_err_min", "M/L uncertainties are at least 5 %",
                           value=p.ml_rel_err_min)
@@ -181,6 +193,7 @@ def validate_config(cfg: GalSimConfig) -> None:
         raise ConfigError("simgen.image_compression", "gzip level must lie in 0..9 (0: none)",
                           value=cfg.image_compression)
     _positive("simgen.maxk_threshold", cfg.maxk_threshold)
+    _positive("simgen.alias_tolerance", cfg.alias_tolerance)
 
 
 def coerce_config(cfg: Any) -> GalSimConfig:
@@ -261,10 +274,6 @@ def build_schema(cfg: GalSimConfig) -> GalaxySetSchema:
 # --------------------------------------------------------------------------------------------
 # Drawing the parameters (in the coordinating process; cheap and vectorised)
 # --------------------------------------------------------------------------------------------
-def _seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), *map(int, key)])
-
-
 def _population_config(cfg: GalSimConfig, mag_limit_shift: float = 0.0) -> PopulationConfig:
     p = cfg.population
     return PopulationConfig(z_min=p.z_min, z_max=p.z_max, log_mass_min=p.log_mass_min,
@@ -275,7 +284,8 @@ def _population_config(cfg: GalSimConfig, mag_limit_shift: float = 0.0) -> Popul
                             bulge_fraction_max=p.bulge_fraction_max,
                             metallicity_random_scatter_dex=p.metallicity_random_scatter_dex,
                             ml_rel_err_min=p.ml_rel_err_min,
-                            single_component_fraction=p.single_component_fraction)
+                            single_component_fraction=p.single_component_fraction,
+                            d25_min_arcmin=p.d25_min_arcmin)
 
 
 def _draw_in_blocks(cfg: GalSimConfig, n: int, stream: int, pop_cfg: PopulationConfig) -> dict[str, np.ndarray]:
@@ -323,89 +333,8 @@ def _free_sersic(cfg: GalSimConfig, params: dict[str, np.ndarray], stream: int) 
 
 
 # --------------------------------------------------------------------------------------------
-# Rendering (in the workers)
+# Rendering (in the workers; the drawing itself is in sim2obs.simgen.galsim_render)
 # --------------------------------------------------------------------------------------------
-def _gsparams(cfg: GalSimConfig):
-    import galsim
-
-    return galsim.GSParams(folding_threshold=cfg.folding_threshold, maxk_threshold=cfg.maxk_threshold)
-
-
-def galaxy_profile(row: Mapping[str, float], band: str, components=("bulge", "disk"), gsparams=None,
-                   knots_rng=None, clump_count: int = 0, clump_fraction: float = 0.0):
-    """The GalSim profile (no PSF) of one galaxy in ``band``: fluxes in nanomaggies, sizes in
-    arcsec. ``components`` selects bulge and/or disk (to check B/T by drawing them alone)."""
-    import galsim
-
-    flux = row[f"flux_{band}"]
-    bt = row[f"bt_{band}"]
-    parts = []
-    if "bulge" in components:
-        parts.append(galsim.Sersic(n=float(row["bulge_sersic_n"]), half_light_radius=float(row["bulge_hlr_arcsec"]),
-                                   flux=float(flux * bt), gsparams=gsparams)
-                     .shear(q=float(row["bulge_q"]), beta=float(row["bulge_position_angle_deg"]) * galsim.degrees))
-    if "disk" in components:
-        disk_flux = float(flux * (1.0 - bt))
-        beta = float(row["position_angle_deg"]) * galsim.degrees
-        q = float(row["disk_q"])
-        hlr = float(row["disk_hlr_arcsec"])
-        smooth = galsim.Exponential(half_light_radius=hlr, flux=disk_flux * (1.0 - clump_fraction), gsparams=gsparams)
-        parts.append(smooth.shear(q=q, beta=beta))
-        if clump_count and clump_fraction > 0:
-            parts.append(nuisances.disk_knots(row, band, clump_count, clump_fraction, knots_rng, gsparams))
-    if not parts:
-        raise ValueError(f"no components selected from {components!r}")
-    return parts[0] if len(parts) == 1 else galsim.Add(parts, gsparams=gsparams)
-
-
-def psf_profile(cfg: GalSimConfig, fwhm: float, gsparams=None):
-    import galsim
-
-    if cfg.psf.profile == "moffat":
-        return galsim.Moffat(beta=cfg.psf.moffat_beta, fwhm=float(fwhm), gsparams=gsparams)
-    return galsim.Kolmogorov(fwhm=float(fwhm), gsparams=gsparams)
-
-
-def sky_level_nmgy(cfg: GalSimConfig, band: str) -> float:
-    """Sky per pixel in nanomaggies from the sky surface brightness."""
-    return 10.0 ** (-0.4 * (cfg.noise.sky_mag_per_arcsec2[band] - 22.5)) * cfg.pixel_scale**2
-
-
-def sky_sigma_nmgy(cfg: GalSimConfig, band: str, at_depth: bool = False) -> float:
-    """Background noise per pixel (nanomaggies): sky Poisson noise plus read noise; 0 with the noise
-    off unless ``at_depth`` (the configured depth's noise, which the S/N column always uses)."""
-    if not (cfg.noise.enabled or at_depth):
-        return 0.0
-    e = cfg.noise.electrons_per_nanomaggy[band]
-    return math.sqrt(sky_level_nmgy(cfg, band) * e + cfg.noise.read_noise_electrons**2) / e
-
-
-def _object_seed(cfg: GalSimConfig, index: int, purpose: int) -> int:
-    return int(_seed_sequence(cfg.seed, _STREAM_OBJECT, index, purpose).generate_state(1)[0])
-
-
-@contextlib.contextmanager
-def one_galsim_thread():
-    """Run GalSim's C++ layer on one OpenMP thread inside the block; restore the count after.
-
-    GalSim splits each image's read-noise draws over OpenMP threads, as many as the process has:
-    all cores in a plain Python process (the synchronous run), one in a Dask worker, or torch's
-    setting when torch was imported first (GalSim's OpenMP calls then bind to torch's libgomp).
-    Pinned, every process runs the same serial code whatever its environment, and a busy machine
-    no longer makes two spinning threads per 64^2 stamp 4-5x slower than one.
-    """
-    import galsim
-
-    before = galsim.get_omp_threads()
-    if before != 1:
-        galsim.set_omp_threads(1)
-    try:
-        yield
-    finally:
-        if before != 1:
-            galsim.set_omp_threads(before)
-
-
 def render_object(cfg: GalSimConfig, row: Mapping[str, float], index: int, pool: dict | None = None):
     """Draw one object in every band. Returns ``(images (bands, stamp, stamp) float32,
     extra catalogue values)``."""
@@ -435,15 +364,15 @@ def _render_object(cfg: GalSimConfig, row: Mapping[str, float], index: int, pool
     correlated_seed = _object_seed(cfg, index, _PURPOSE_CORRELATED_NOISE) if cfg.noise.correlated != "none" else 0
     offset = galsim.PositionD(float(row["offset_x_px"]), float(row["offset_y_px"]))
 
-    images = np.empty((len(cfg.bands), cfg.stamp, cfg.stamp), dtype=np.float32)
+    psfs = [psf_profile(cfg, row[f"psf_fwhm_{band}"], gsp) for band in cfg.bands]
+    # The smooth galaxy (its disk without the knots' share) in every band from one Fourier grid, then
+    # the knots on their own: drawn together, one FFT at the PSF's maxk would cost ~8x (the same image
+    # to GalSim's accuracy).
+    images = draw_smooth(cfg, row, psfs, gsp, disk_share=1.0 - r.clump_flux_fraction if r.clumps else 1.0)
     extra: dict[str, float] = {"n_secondary": n_sec, "n_stars": n_star}
     for k, band in enumerate(cfg.bands):
-        psf = psf_profile(cfg, row[f"psf_fwhm_{band}"], gsp)
-        # The smooth galaxy (its disk without the knots' share), then the knots on their own: drawn
-        # together, one FFT at the PSF's maxk would cost ~8x (the same image to GalSim's accuracy).
-        gal = galaxy_profile(row, band, gsparams=gsp, clump_fraction=r.clump_flux_fraction if r.clumps else 0.0)
-        im = galsim.ImageF(cfg.stamp, cfg.stamp, scale=cfg.pixel_scale)
-        galsim.Convolve([gal, psf], gsparams=gsp).drawImage(image=im, offset=offset)
+        psf = psfs[k]
+        im = galsim.ImageF(images[k], scale=cfg.pixel_scale)  # a view: drawn and noised in place
         if r.clumps:
             knots = nuisances.disk_knots(row, band, r.clump_count, r.clump_flux_fraction,
                                          galsim.BaseDeviate(knots_seed), gsp)
@@ -458,7 +387,6 @@ def _render_object(cfg: GalSimConfig, row: Mapping[str, float], index: int, pool
             im *= e
             nuisances.add_noise(im, cfg, band, e, sky_level_nmgy(cfg, band), noise_seed + k, correlated_seed + k)
             im /= e
-        images[k] = im.array
     return images, extra
 
 
@@ -513,15 +441,18 @@ def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None
     writer.prepare(overwrite=overwrite)
     if writer.is_complete():
         return out
-    params = draw_parameters(cfg)
-    pool = draw_secondary_pool(cfg)
-    codes, _ = assign_splits(cfg.n, cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed)
-    args = []
-    for i in writer.missing_shards():
-        a, b = writer.shard_range(i)
-        args.append((cfg_dict, writer, i, {k: v[a:b] for k, v in params.items()}, codes[a:b], pool))
-    provenance = {"generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
-                  "config": cfg_dict,
-                  "resolved_config": dict(resolved_config) if resolved_config is not None else None}
-    writer.build(render_shard, args, cluster, cfg.name, provenance, progress=progress)
+    missing = writer.missing_shards()
+    # The workers start (and import the generator and GalSim) while this process draws the parameters.
+    with ClusterInBackground(cluster or {"kind": "local"}, len(missing), preload=_WORKER_MODULES) as started:
+        params = draw_parameters(cfg)
+        pool = draw_secondary_pool(cfg)
+        codes, _ = assign_splits(cfg.n, cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed)
+        args = []
+        for i in missing:
+            a, b = writer.shard_range(i)
+            args.append((cfg_dict, writer, i, {k: v[a:b] for k, v in params.items()}, codes[a:b], pool))
+        provenance = {"generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
+                      "config": cfg_dict,
+                      "resolved_config": dict(resolved_config) if resolved_config is not None else None}
+        writer.build(render_shard, args, started, cfg.name, provenance, progress=progress)
     return out

@@ -21,7 +21,8 @@ realisations of analytic models, all in physical units (kpc, Msun, km/s) before 
 The galaxy-formation relations live in :mod:`sim2obs.simgen.tng_minisim_physics`; the config key
 ``physics`` picks a variant: ``"A"`` (default, the relations below) or ``"B"`` (Behroozi et al.
 2013 SHMR, Duffy et al. 2008 concentrations, radially anisotropic bulges with a Salpeter IMF,
-stellar mass coupled to halo concentration; the sim-to-sim shift of the transfer studies). ``concentration_coupling``
+stellar mass coupled to halo concentration at every mass; the sim-to-sim shift of the transfer studies; A
+couples them as TNG does, in haloes below ~1e12 Msun). ``concentration_coupling``
 overrides the variant's coupling of the log M* and log-concentration residuals at fixed M200.
 
 - Dark halo: NFW (Navarro, Frenk & White 1997) of mass ``(1 - Omega_b/Omega_0) M200c`` within
@@ -41,7 +42,7 @@ overrides the variant's coupling of the log M* and log-concentration residuals a
   that get none), at ``satellite_distance_min``-``satellite_distance_max`` r200 of the host,
   on a circular orbit.
 - Stellar mass: Moster, Naab & White (2013) stellar-to-halo-mass relation (z-dependent; B:
-  Behroozi, Wechsler & Conroy 2013) with ``shmr_scatter_dex`` (B: correlated with the
+  Behroozi, Wechsler & Conroy 2013) with ``shmr_scatter_dex`` (A, B: correlated with the
   concentration's scatter); satellites use their (infall) M200. Split into a Hernquist (1990) bulge
   (truncated at ``hernquist_truncation`` scale radii; half-mass size from the Shen et al. 2003
   early-type mass-size relation, R_e = 1.8153 a) and an exponential disk with sech^2 vertical

@@ -4,8 +4,8 @@ variants a mini-simulation can be built with (config key ``physics``).
 
 Units: masses Msun (physical, no h), radii kpc, velocities km/s, times Gyr, SFR Msun/yr.
 
-Physics ``"A"`` (the default; the relations every mini-simulation used before the key existed, so
-its files are byte-identical to those of generator version 1.0):
+Physics ``"A"`` (the default, TNG-like; generator version 1.0's relations plus, since 1.1, the
+concentration coupling below; ``concentration_coupling: 0`` gives 1.0's data again):
 
 - stellar-to-halo mass relation (SHMR): Moster, Naab & White (2013, MNRAS 428, 3121), eqs. 2 and
   11-14, for M200c;
@@ -16,7 +16,20 @@ its files are byte-identical to those of generator version 1.0):
 - one stellar initial mass function (IMF) for all stars, Chabrier (2003), through the M/L of
   :func:`ssp_log_mass_to_light` (BC03-like, Chabrier) and the mass loss of
   :func:`mass_loss_fraction`;
-- the log10 M* residual at fixed M200 is independent of the halo-concentration residual.
+- halo concentration coupled to the stellar mass as in IllustrisTNG (issue 15): at fixed M200 the
+  log M* residual correlates with the log-concentration residual, with coefficient 0.5 in haloes
+  below ~1e12 Msun fading above (rho(M200) = 0.5 / (1 + exp((log10 M200 - 12.25) / 0.25)): 0.48,
+  0.37, 0.13, 0.02 at M200 = 1e11.5, 1e12, 1e12.5, 1e13 Msun). TNG100-1: Pei et al. (2024,
+  arXiv:2405.15191) find that in low-mass haloes more massive galaxies live in more concentrated,
+  earlier-forming haloes, and that concentration and formation time drive the SHMR scatter below
+  M_h ~ 1e12 Msun with an influence that diminishes at higher mass; TNG100/TNG300: Bose et al.
+  (2019, MNRAS 490, 5693) find concentration the strongest secondary halo property of the central
+  galaxy's stellar-mass threshold occupancy at low mass. Those papers give the trend and its mass
+  dependence, not one coefficient; the low-mass amplitude 0.5 is the EAGLE measurement of Matthee
+  et al. (2017; see physics B), which Pei et al. find behaves like TNG100-1 here. With the
+  default 0.15 dex SHMR scatter, 0.5 leaves 0.13 dex at fixed concentration. Stellar observables
+  (light, sizes through the disk mass, kinematics through the enclosed mass) follow M*, so at fixed
+  halo mass they now carry the halo's concentration, as in TNG.
 
 Physics ``"B"`` (a second galaxy-formation model, the sim-to-sim shift of issue 14):
 
@@ -40,9 +53,10 @@ Physics ``"B"`` (a second galaxy-formation model, the sim-to-sim shift of issue 
   forming haloes hold more massive galaxies: Matthee et al. 2017, MNRAS 465, 2381, for EAGLE,
   where concentration accounts for up to 0.04 dex of a 0.12-0.25 dex scatter; Pei et al. 2024,
   arXiv:2405.15191, the same trend in TNG100-1 below M_h ~ 1e12 Msun). With the default 0.15 dex
-  SHMR scatter, 0.5 leaves 0.13 dex at fixed concentration (0.02 dex removed). The coefficient
-  is constant with mass here (those papers find it weaker above ~1e12 Msun).
-  ``concentration_coupling`` sets the coefficient for either variant (null: the variant's);
+  SHMR scatter, 0.5 leaves 0.13 dex at fixed concentration (0.02 dex removed). In B the
+  coefficient is constant with mass (unlike A's, which fades above ~1e12 Msun as those papers
+  find): the massive haloes of B keep the coupling. ``concentration_coupling`` sets the
+  (low-mass) coefficient for either variant (null: the variant's); A's fade is kept;
 - bulge stars formed with a bottom-heavy, Salpeter (1955) IMF, disk stars with Chabrier's: the
   IMF is heavier in massive early-type systems (Cappellari et al. 2012, Nature 484, 485; Conroy &
   van Dokkum 2012, ApJ 760, 71). At the same current mass, age and metallicity a bulge star
@@ -126,12 +140,18 @@ def duffy08_c(m200, z, h):
     return 5.71 * (np.asarray(m200, float) / (2e12 / h)) ** -0.084 * (1.0 + z) ** -0.47
 
 
-def coupled_noise(conc_noise: np.ndarray, own_noise: np.ndarray, rho: float) -> np.ndarray:
-    """Unit normal deviates correlated with ``conc_noise`` by ``rho``:
-    rho x conc_noise + sqrt(1 - rho^2) x own_noise (``own_noise`` itself, unchanged, for rho = 0)."""
-    if rho == 0:
+def coupled_noise(conc_noise: np.ndarray, own_noise: np.ndarray, rho) -> np.ndarray:
+    """Unit normal deviates correlated with ``conc_noise`` by ``rho`` (a number, or one per deviate):
+    rho x conc_noise + sqrt(1 - rho^2) x own_noise (``own_noise`` itself, unchanged, where rho = 0
+    everywhere)."""
+    rho = np.asarray(rho, float)
+    if not np.any(rho):
         return own_noise
-    return rho * conc_noise + math.sqrt(1.0 - rho * rho) * own_noise
+    return rho * conc_noise + np.sqrt(1.0 - rho * rho) * own_noise
+
+
+#: width (dex in M200) of the logistic fade of physics A's concentration coupling
+COUPLING_FADE_WIDTH_DEX = 0.25
 
 
 def mean_bulge_fraction(log_mstar):
@@ -282,8 +302,10 @@ class GalaxyPhysics:
     references): ``shmr`` (a key of :data:`SHMR_RELATIONS`), ``concentration`` (a key of
     :data:`CONCENTRATION_RELATIONS`), ``bulge_beta`` (constant velocity anisotropy of bulge
     stars, in [-1, 1)), ``concentration_coupling`` (correlation, in [-1, 1], of the log M* and
-    log-concentration residuals at fixed M200), ``bulge_imf_log_ml`` (dex added to the M/L of
-    bulge stars by their IMF, relative to Chabrier's)."""
+    log-concentration residuals at fixed M200; in low-mass haloes when it fades),
+    ``bulge_imf_log_ml`` (dex added to the M/L of bulge stars by their IMF, relative to
+    Chabrier's), ``coupling_fade_log_m200`` (log10 M200 / Msun where the coupling has fallen to
+    half, logistic of width :data:`COUPLING_FADE_WIDTH_DEX`; None: constant with mass)."""
 
     name: str
     shmr: str
@@ -291,6 +313,15 @@ class GalaxyPhysics:
     bulge_beta: float
     concentration_coupling: float
     bulge_imf_log_ml: float
+    coupling_fade_log_m200: float | None = None
+
+    def coupling(self, m200: np.ndarray) -> np.ndarray:
+        """Correlation of the log M* and log c residuals of haloes of M200c ``m200`` (Msun), (N,)."""
+        m200 = np.asarray(m200, float)
+        rho = np.full(m200.shape, float(self.concentration_coupling))
+        if self.coupling_fade_log_m200 is None or self.concentration_coupling == 0:
+            return rho
+        return rho / (1.0 + np.exp((np.log10(m200) - self.coupling_fade_log_m200) / COUPLING_FADE_WIDTH_DEX))
 
     def mean_mstar(self, m200: np.ndarray, z: float) -> np.ndarray:
         """Mean stellar mass (Msun) of haloes of M200c ``m200`` (Msun) at redshift ``z``."""
@@ -305,7 +336,7 @@ class GalaxyPhysics:
 #: tng_minisim.GENERATOR_VERSION then, so that cached mini-simulations and sets are rebuilt.
 PHYSICS: dict[str, GalaxyPhysics] = {
     "A": GalaxyPhysics("A", shmr="moster13", concentration="dutton_maccio14", bulge_beta=0.0,
-                       concentration_coupling=0.0, bulge_imf_log_ml=0.0),
+                       concentration_coupling=0.5, bulge_imf_log_ml=0.0, coupling_fade_log_m200=12.25),
     "B": GalaxyPhysics("B", shmr="behroozi13", concentration="duffy08", bulge_beta=0.3,
                        concentration_coupling=0.5, bulge_imf_log_ml=0.24),
 }
@@ -325,4 +356,4 @@ __all__ = ["GalaxyPhysics", "PHYSICS", "PHYSICS_VARIANTS", "galaxy_physics", "mo
            "dutton_maccio14_c", "duffy08_c", "coupled_noise", "mean_bulge_fraction", "mmw98_scale_length",
            "speagle14_log_sfr", "mean_log_metallicity", "mass_loss_fraction", "ssp_log_mass_to_light",
            "ssp_magnitudes", "jeans_sigma", "anisotropic_velocities", "salpeter_over_chabrier_log_ml", "light_mass",
-           "Z_SUN"]
+           "Z_SUN", "COUPLING_FADE_WIDTH_DEX"]

@@ -23,12 +23,13 @@ import os
 from typing import Any, Sequence
 
 from sim2obs.registry import Registry
-from sim2obs.tasks.base import (Method, MethodOutput, PaperResult, Predictions, Task, TaskConfig, TaskMetadata,
-                                TaskSplit, Truth, results_table)
+from sim2obs.tasks.base import (Method, MethodOutput, Observables, PaperResult, Predictions, Task, TaskConfig,
+                                TaskMetadata, TaskSplit, Truth, results_table)
 
 TASKS: Registry[type[Task]] = Registry("task")
 
-__all__ = ["TASKS", "Task", "TaskConfig", "TaskMetadata", "Method", "MethodOutput", "PaperResult", "Predictions",
+__all__ = ["TASKS", "Task", "TaskConfig", "TaskMetadata", "Observables", "Method", "MethodOutput", "PaperResult",
+           "Predictions",
            "TaskSplit", "Truth", "results_table", "load_task_config", "build_task"]
 
 

@@ -31,13 +31,13 @@ from sim2obs.predictions import Predictions
 from sim2obs.provenance import file_sha256, package_versions, stable_hash
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks.bootstrap import Replicates, bootstrap_indices, paired_differences, replicate_metrics
-from sim2obs.tasks.declaration import (Method, MethodOutput, PaperResult, TaskConfig, TaskMetadata, TaskSplit,
-                                       Truth)
+from sim2obs.tasks.declaration import (Method, MethodOutput, Observables, PaperResult, TaskConfig, TaskMetadata,
+                                       TaskSplit, Truth)
 from sim2obs.tasks.tables import _stderr_is_terminal, log_stderr, results_table, text_table, write_csv_rows
 
-__all__ = ["Task", "TaskMetadata", "TaskConfig", "Truth", "TaskSplit", "Method", "MethodOutput", "PaperResult",
-           "Predictions", "log_stderr", "results_table", "text_table", "write_csv_rows", "PREDICTIONS_FILE",
-           "RESULT_FILE", "RESULTS_FILE", "DIFFERENCES_FILE", "SHARED_DIR"]
+__all__ = ["Task", "TaskMetadata", "Observables", "TaskConfig", "Truth", "TaskSplit", "Method", "MethodOutput",
+           "PaperResult", "Predictions", "log_stderr", "results_table", "text_table", "write_csv_rows",
+           "PREDICTIONS_FILE", "RESULT_FILE", "RESULTS_FILE", "DIFFERENCES_FILE", "SHARED_DIR"]
 
 PREDICTIONS_FILE = "predictions_{split}.h5"
 RESULT_FILE = "result.json"
@@ -221,11 +221,19 @@ class Task:
         gs = self.galaxy_set
         return np.stack([gs.column(t, split) for t in self.targets], axis=1).astype(np.float64)
 
+    @property
+    def observables(self) -> Observables:
+        """The catalogue columns methods may read (:attr:`TaskMetadata.observables`)."""
+        return self.metadata.observables
+
     def features(self, split: str, columns: Sequence[str]) -> np.ndarray:
-        """(N, F) catalogue columns that are observables (never a target) of any split."""
-        bad = [c for c in columns if c in self.targets or c in self.label_columns()]
+        """(N, F) float64 catalogue columns of any split: the methods' only read of the catalogue.
+        Each must be a declared observable (:attr:`observables`), and never a target or label."""
+        labels = {*self.targets, *self.label_columns()}
+        bad = [c for c in columns if c in labels or not self.observables.allows(c)]
         if bad:
-            raise Sim2obsValueError(f"columns {bad} are labels of task {self.name}, not observables", value=bad)
+            raise Sim2obsValueError(f"columns {bad} are not observables of task {self.name} (targets, labels and "
+                                    "generator truths never are)", value=bad, allowed=self.observables.names())
         gs = self.galaxy_set
         return np.stack([gs.column(c, split) for c in columns], axis=1).astype(np.float64)
 
@@ -478,7 +486,6 @@ class Task:
         text = json.dumps(rows, indent=2, default=str) + "\n"
         atomic_write(out_dir / RESULTS_FILE, lambda f: f.write(text), mode="w")
         return rows
-
 
     def _replicates(self, aligned: Predictions, truth: Truth, n_bootstrap: int | None = None,
                     seed: int | None = None) -> Replicates:

@@ -31,11 +31,44 @@ class PaperResult:
 
 
 @dataclass(frozen=True)
+class Observables:
+    """The catalogue columns a task's methods may read (:meth:`Task.features`): what a survey
+    measures (photometry, redshift, observing conditions, sizes measured from the images), never
+    a generator's truth (masses, M/L, SFR, metallicity, B/T, structural parameters, ...).
+
+    ``columns``: exact names; ``prefixes``: every column whose name starts with one of them
+    (e.g. ``mag_`` for ``mag_g``, ``mag_r``, ...); ``exclude``: names refused although a prefix
+    matches (e.g. ``mag_r`` where ``flux_r`` is a target). A task's targets and label columns
+    are refused whatever is declared; ``id`` is always readable."""
+
+    columns: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def allows(self, name: str) -> bool:
+        """Whether column ``name`` is declared observable."""
+        if name == "id":
+            return True
+        if name in self.exclude:
+            return False
+        return name in self.columns or any(name.startswith(p) for p in self.prefixes)
+
+    def names(self) -> list[str]:
+        """The declaration as text items: exact names, ``prefix*``, and ``-excluded``."""
+        return [*self.columns, *(f"{p}*" for p in self.prefixes), *(f"-{e}" for e in self.exclude)]
+
+    def __str__(self) -> str:
+        return ", ".join(self.names()) or "none"
+
+
+@dataclass(frozen=True)
 class TaskMetadata:
     """What a task is. ``targets`` are catalogue columns (the model's outputs, in order);
     ``main_score`` is one of ``metrics`` (keys of :mod:`sim2obs.tasks.metrics`, or
     ``target/key`` for a per-target metric); ``paper`` maps method names to the paper's value
-    of the main score."""
+    of the main score; ``observables`` declares the catalogue columns methods may read
+    (:class:`Observables`; the default declares none: :meth:`Task.features` then refuses every
+    column)."""
 
     name: str
     version: str
@@ -49,6 +82,7 @@ class TaskMetadata:
     higher_is_better: bool = False
     requires_posterior: bool = False
     paper: Mapping[str, PaperResult] = field(default_factory=dict)
+    observables: Observables = Observables()
 
     def paper_row(self, method: str) -> dict | None:
         """The paper's number for ``method`` as a result row records it, or None."""
@@ -61,6 +95,10 @@ class TaskMetadata:
                                     allowed=list(self.metrics))
         if len(self.target_units) != len(self.targets):
             raise Sim2obsValueError("one unit per target", value=self.target_units)
+        declared = [t for t in self.targets if self.observables.allows(t)]
+        if declared:
+            raise Sim2obsValueError(f"task {self.name}: targets are never observables (list them in "
+                                    "Observables.exclude where a prefix matches them)", value=declared)
 
 
 @dataclass

@@ -32,7 +32,7 @@ def preset_text(task: str, preset: str = "quick") -> str:
 
 
 def catalogue(data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"tasks": [{name, description, citation, presets, methods: [{name, kind, description}]}],
+    """``{"tasks": [{name, description, citation, presets, observables, methods: [{name, kind, description}]}],
     "models": [{name, config}], "generators": [...], "data_sets": [{path, name, n, content_hash}]}``.
     Methods are those of each task's ``quick`` preset (built from config only: no data is touched)."""
     from sim2obs.models import MODELS
@@ -45,6 +45,7 @@ def catalogue(data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         task = cls(load_task_config(name, "quick"), data_dir=data_dir)
         tasks.append({"name": name, "description": cls.metadata.description, "citation": cls.metadata.citation,
                       "main_score": cls.metadata.main_score, "presets": presets(name),
+                      "observables": cls.metadata.observables.names(),
                       "methods": [{"name": m.name, "kind": m.kind, "description": m.description}
                                   for m in task.methods()]})
     models = [{"name": n, "config": f"configs/model/{n}.yaml"} for n in MODELS.names()]
@@ -68,6 +69,7 @@ def format_catalogue(cat: dict[str, Any]) -> str:
     for t in cat["tasks"]:
         lines.append(f"  {t['name']}: {t['description']}")
         lines.append(f"      presets: {', '.join(t['presets'])}; main score: {t['main_score']}; {t['citation']}")
+        lines.append(f"      observables (task.features): {', '.join(t['observables']) or 'none'}")
         for m in t["methods"]:
             lines.append(f"      {m['name']:<22} {m['kind']:<8} {m['description']}")
     lines.append("models (build_model(NAME), or task.<task>.model._target_=your.Class):")

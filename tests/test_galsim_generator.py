@@ -35,9 +35,13 @@ def test_set_is_valid_and_complete(tiny_galsim_set):
     assert np.all((cat["redshift"] >= 0.02) & (cat["redshift"] <= 0.25))
     # the image holds the galaxy: the summed flux is close to the catalogue flux (noise, and light
     # beyond the stamp, make it approximate)
+    # (the 12.7" stamp cuts the wings of the larger galaxies: R_e 4" keeps ~70 % of its light, so the
+    # test reads the galaxies with R_e < 2", a sixth of the stamp)
     img = gs.images("image")
     ratio = img[:, 1].sum(axis=(1, 2)) / cat["flux_r"]
-    assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
+    small = cat["r_e_r"] < 2.0
+    assert small.sum() >= 5 and np.median(ratio[small]) == pytest.approx(1.0, abs=0.1)
+    assert np.all(np.diff(ratio[np.argsort(cat["r_e_r"])][[0, -1]]) < 0)  # the largest loses the most
 
 
 def test_same_bytes_whatever_the_number_of_workers(tmp_path):
@@ -121,21 +125,28 @@ def test_population_relations():
     p = draw_population(np.random.default_rng(0), 4000, ("g", "r", "i"), cfg)
     # B/T correlated with mass
     assert stats.spearmanr(p["log_mstar"], p["bulge_mass_fraction"]).statistic > 0.3
-    # bulges redder than disks, and B/T larger in redder bands
-    assert np.mean(p["bulge_color_gr"] > p["disk_color_gr"]) > 0.9
+    # bulges redder than the disks of star-forming galaxies (a quenched galaxy's disk has its bulge's
+    # red-sequence colour: Peng et al. 2010 mass quenching, more common at high mass)
+    q = p["quenched"]
+    assert np.mean(p["bulge_color_gr"][~q] > p["disk_color_gr"][~q]) > 0.9
+    assert np.array_equal(p["bulge_color_gr"][q], p["disk_color_gr"][q])
+    assert stats.spearmanr(p["log_mstar"], q).statistic > 0.3 and 0.4 < q.mean() < 0.75
+    # B/T larger in redder bands
     # (edge-on, dust dims the disk more in g and can reverse this: test the face-on half)
-    face_on = p["inclination_deg"] < 60
+    # (of star-forming galaxies: a quenched one's bulge and disk share a colour)
+    face_on = (p["inclination_deg"] < 60) & ~q
     assert np.mean(p["bt_i"][face_on] >= p["bt_g"][face_on]) > 0.9
     # M/L tied to colour: redder (observed g - i) means higher M/L_g
     g_minus_i = p["mag_g"] - p["mag_i"]
     assert stats.spearmanr(g_minus_i, np.log10(p["ml_g"])).statistic > 0.6
     # dust: edge-on disks are more attenuated
     assert stats.spearmanr(p["inclination_deg"], p["disk_av"]).statistic > 0.5
-    # mass-metallicity relation with ~0.1 dex scatter, part of it tied to size
+    # mass-metallicity relation: the published terms (FMR scatter 0.054 dex, SFR, size, fibre aperture)
+    # give ~0.06 dex about the MZR, part of it tied to size (the population docstring's check)
     resid = p["oh12"] - mass_metallicity(p["log_mstar"])
-    assert np.std(resid) == pytest.approx(0.1, abs=0.02)
+    assert np.std(resid) == pytest.approx(0.061, abs=0.01)
     assert stats.spearmanr(p["disk_size_residual_dex"], resid).statistic < -0.1
-    # flux-limited sample: median redshift near SDSS's ~0.1
+    # flux-limited sample: median redshift near SDSS's ~0.1 (Wu & Boada's metallicity sample: 0.07)
     assert 0.06 < np.median(p["redshift"]) < 0.14
     assert np.all(p["mag_r"] <= 17.77)
 
@@ -230,7 +241,7 @@ def test_rendering_runs_galsim_on_one_openmp_thread(monkeypatch):
 def test_half_light_radius_encloses_half_the_light():
     """Newton on the exact enclosed flux: the circle holds half the light to ~1e-12 for bulge +
     disk mixes from pure disk to pure bulge, round to edge-on."""
-    from sim2obs.simgen.population import _enclosed_fraction
+    from sim2obs.simgen.half_light import _enclosed_fraction
 
     rng = np.random.default_rng(3)
     m = 300

@@ -122,7 +122,7 @@ def test_model_node_is_replaced_not_merged(user_pkg, monkeypatch, tmp_path):
     assert direct.config.model == {"_target_": "mypkg.nets.MyNet"}
     # without a _target_ a node still adjusts the preset's network
     tweak = load_task_config("metallicity", "quick", ["model.dropout=0.5"])
-    assert tweak["model"]["_target_"].endswith("resnet34") and tweak["model"]["small_input"] is False
+    assert tweak["model"]["_target_"].endswith("resnet18") and tweak["model"]["small_input"] is False
     with pytest.raises(ConfigError, match="unknown task_spec key"):
         build_task("metallicity", {"model": {"_target_": "mypkg.nets.Sized", "in_channels": "${task_spec:chans}",
                                              "num_outputs": 1}}, data_dir=tmp_path)

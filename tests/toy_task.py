@@ -3,6 +3,7 @@ import numpy as np
 
 from sim2obs.tasks import Method, MethodOutput, Predictions, Task, TaskMetadata
 from sim2obs.tasks import metrics as M
+from sim2obs.tasks.declaration import Observables
 
 CALLS = []
 
@@ -13,7 +14,7 @@ class ToyTask(Task):
     metadata = TaskMetadata(
         name="toy", version="1.0", description="metallicity from nothing", citation="none",
         inputs=("image",), targets=("oh12",), target_units=("dex",), main_score="rmse",
-        metrics=("rmse", "nmad", "bias_median"))
+        metrics=("rmse", "nmad", "bias_median"), observables=Observables(("redshift",), ("mag_",)))
 
     def methods(self):
         def mean(task, workdir):

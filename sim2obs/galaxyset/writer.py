@@ -162,10 +162,11 @@ class GalaxySetWriter:
         except (OSError, ValueError):
             return False
 
-    def build(self, job, shard_args: Sequence[tuple], cluster: Mapping[str, Any] | None, name: str,
+    def build(self, job, shard_args: Sequence[tuple], cluster: Any, name: str,
               provenance: Mapping[str, Any], progress: bool = True) -> Path:
         """Run ``job(*args)`` for each tuple of ``shard_args`` (each writes one missing shard with
-        :meth:`write_shard`) on the Dask cluster (default: local), then :meth:`finalize` with
+        :meth:`write_shard`) on the Dask cluster (a config, default local, or a
+        :class:`~sim2obs.parallel.ClusterInBackground`), then :meth:`finalize` with
         ``provenance`` plus package versions, time of creation and what this run rendered."""
         t0 = time.perf_counter()
         results = run_shards(job, shard_args, cluster or {"kind": "local"}, desc=f"generate {name}",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from sim2obs.simgen.population import half_light_radius
+from sim2obs.simgen.half_light import half_light_radius
 
 __all__ = ["BulgeDiskFit", "fit_bulge_disk"]
 

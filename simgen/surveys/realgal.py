@@ -18,7 +18,7 @@ import numpy as np
 from astropy.table import MaskedColumn, Table, join
 
 from sim2obs.errors import DataFormatError
-from sim2obs.simgen.population import half_light_radius
+from sim2obs.simgen.half_light import half_light_radius
 from sim2obs.simgen.surveys.catalogs import _read_fits_table
 
 __all__ = ["HST_PIXEL_ARCSEC", "bulgefit_components", "read_real_galaxy_catalog", "find_fits_file"]

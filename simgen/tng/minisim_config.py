@@ -11,7 +11,7 @@ from sim2obs.errors import ConfigError
 from sim2obs.provenance import stable_hash
 from sim2obs.simgen.tng_minisim_physics import PHYSICS_VARIANTS, GalaxyPhysics, galaxy_physics
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: physics A couples M* to halo concentration (issue 15)
 MARKER_NAME = "minisim.json"
 TRUTH_NAME = "minisim_truth.h5"
 WIND_MAGNITUDE = 99.0
@@ -71,7 +71,8 @@ class MiniSimConfig:
     bulk_velocity_sigma_kms: float = 250.0    # centrals' peculiar velocities, per axis
     physics: str = "A"                        # galaxy-formation physics "A" | "B" (tng_minisim_physics)
     concentration_coupling: Optional[float] = None  # corr. of log M* and log c residuals at fixed M200
-                                                     # in [-1, 1]; null: the physics variant's (A 0, B 0.5)
+                                                     # in [-1, 1]; null: the physics variant's (A 0.5
+                                                     # fading above M200 ~ 1e12 Msun, B 0.5)
 
 
 def _check(ok: bool, key: str, message: str, value: Any, prefix: str) -> None:
@@ -156,16 +157,16 @@ def coerce_minisim_config(cfg: Any, prefix: str = "minisim") -> MiniSimConfig:
     return obj
 
 
-#: keys added after generator version 1.0, with the value that reproduces 1.0's files
-_KEYS_SINCE_1_0 = {"physics": "A", "concentration_coupling": None}
+#: keys left out of :func:`minisim_config_dict` while they hold a given value. Version 1.0 left
+#: out ``physics: A`` and ``concentration_coupling: null`` (1.0's files); since 1.1 physics A's
+#: files differ, so every key is written and the set folders of the default node move.
+_KEYS_SINCE_1_0: dict[str, Any] = {}
 
 
 def minisim_config_dict(cfg: MiniSimConfig) -> dict[str, Any]:
-    """The config as a plain dict, leaving out the keys added after generator version 1.0
-    (``physics``, ``concentration_coupling``) while they hold the value that reproduces 1.0's
-    files: a physics-A mini-simulation keeps the hash, marker, truth file and (through
-    :mod:`sim2obs.simgen.tng_mocks`) the set folder it had before those keys existed. Coerce
-    the dict again to get the full config."""
+    """The config as a plain dict, every key (see :data:`_KEYS_SINCE_1_0`): what names the
+    mini-simulation's folder, its hash and (through :mod:`sim2obs.simgen.tng_mocks`) the set
+    folder. Coerce the dict again to get the full config."""
     out = asdict(cfg)
     for key, legacy in _KEYS_SINCE_1_0.items():
         if out[key] == legacy:

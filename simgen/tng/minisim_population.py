@@ -75,7 +75,7 @@ def _stars_and_gas(cfg: MiniSimConfig, cosmo: _Cosmology, sfh: _SFHTable, rng, p
     with mass), cold gas and wind particle counts."""
     n = p["group"].size
     phys = physics_of(cfg)
-    shmr_noise = coupled_noise(p["conc_noise"], rng.normal(size=n), phys.concentration_coupling)
+    shmr_noise = coupled_noise(p["conc_noise"], rng.normal(size=n), phys.coupling(p["m200"]))
     log_mstar = np.log10(phys.mean_mstar(p["m200"], cfg.redshift)) + cfg.shmr_scatter_dex * shmr_noise
     mstar = 10 ** log_mstar
     bt_mean = mean_bulge_fraction(log_mstar)

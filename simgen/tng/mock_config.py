@@ -177,7 +177,7 @@ def coerce_config(cfg: Any) -> TNGMockConfig:
     obj = coerce_dataclass(TNGMockConfig, cfg, "simgen")
     validate_config(obj)
     if obj.source.kind == "minisim":  # canonical: every mini-simulation key, defaults filled in
-        # minisim_config_dict: keys added since minisim 1.0 at their old behaviour are left out (same set folder)
+        # minisim_config_dict: every key (since minisim 1.1 the default node's set folder includes physics A)
         obj.source.minisim = minisim_config_dict(coerce_minisim_config(obj.source.minisim,
                                                                        prefix="simgen.source.minisim"))
     return obj

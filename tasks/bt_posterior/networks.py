@@ -33,7 +33,7 @@ from sim2obs.tasks.common.networks import task_trainer
 if TYPE_CHECKING:
     from sim2obs.tasks.bt_posterior.task import BTPosteriorTask
 
-__all__ = ["_predictions", "_n_outputs", "_task_arguments", "_Networks"]
+__all__ = ["_predictions", "_n_outputs", "_task_arguments", "network_trainer_config", "_Networks"]
 
 
 def _predictions(task: "BTPosteriorTask", ids: np.ndarray, samples: np.ndarray) -> Predictions:
@@ -45,6 +45,15 @@ def _predictions(task: "BTPosteriorTask", ids: np.ndarray, samples: np.ndarray) 
 def _n_outputs(c: BTPosteriorConfig, n_targets: int) -> int:
     """Network outputs: the targets (MSE), or the Gaussian head's mean + covariance parameters."""
     return output_width(n_targets, c.covariance) if c.aleatoric else n_targets
+
+
+def network_trainer_config(trainer_cfg, model_cfg: Mapping[str, Any]):
+    """The trainer settings of one network: ``trainer.stages`` name layers (the quick preset's one
+    stage slows the transformer, ``stn``), so they apply only to the networks ``trainer.stages_for``
+    lists (every one when null); any other network (the CNN alone) trains every layer at ``trainer.lr``."""
+    if trainer_cfg.stages_for is not None and str(model_cfg["_target_"]) not in trainer_cfg.stages_for:
+        return replace(trainer_cfg, stages=[])
+    return trainer_cfg
 
 
 def _task_arguments(model_cfg: Mapping[str, Any], rate: float, n_out: int) -> dict[str, Any]:
@@ -68,7 +77,7 @@ class _Networks:
         self._datasets = None
 
     def key(self, model_cfg: Mapping[str, Any], rate: float) -> dict:
-        trainer = asdict(self.trainer_cfg)
+        trainer = asdict(network_trainer_config(self.trainer_cfg, model_cfg))
         trainer.pop("progress", None)
         return {"task": self.task.name, "version": self.task.metadata.version,
                 "data": self.task.galaxy_set.content_hash, "model": dict(model_cfg), "dropout": float(rate),
@@ -101,7 +110,7 @@ class _Networks:
             loss = NLLWithMeanMSE(loss, self.c.mean_mse_weight)
         train, val = self.datasets()
         t0 = time.perf_counter()
-        tcfg = replace(self.trainer_cfg, progress=bool(self.task.progress))  # bars on a terminal, epoch lines in logs
+        tcfg = replace(network_trainer_config(self.trainer_cfg, model_cfg), progress=bool(self.task.progress))
         label = f"{str(model_cfg['_target_']).rsplit('.', 1)[-1]} dropout {float(rate):g}"
         fit = task_trainer(self.task, tcfg, loss, label).fit(model, train, val, self.folder(model_cfg, rate),
                                                              model_config={**dict(model_cfg), **overrides})

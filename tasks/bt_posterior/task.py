@@ -19,6 +19,7 @@ from sim2obs.tasks.bt_posterior.baselines import _run_prior
 from sim2obs.tasks.bt_posterior.config import _PAPER_NOTE, BAND, TARGETS, UNITS, BTPosteriorConfig, _metric_names
 from sim2obs.tasks.bt_posterior.gampen import _run_fixed, _run_gampen, _run_no_stn
 from sim2obs.tasks.bt_posterior.networks import _n_outputs, _task_arguments
+from sim2obs.tasks.bt_posterior.observables import OBSERVABLES
 from sim2obs.tasks.bt_posterior.posterior import posterior_mode
 from sim2obs.tasks.bt_posterior.preprocessing import _EncodeTarget, _StretchChannel, arcsinh_stretch
 from sim2obs.tasks.bt_posterior.report import _plot_example_posteriors, _plot_pit, write_summary
@@ -34,7 +35,8 @@ class BTPosteriorTask(Task):
 
     metadata = TaskMetadata(
         name="bt_posterior",
-        version="2.0",  # 2.0: HSC-like data, full-covariance Gaussian posteriors, recalibration
+        version="2.1",  # 2.0: HSC-like data, full-covariance Gaussian posteriors, recalibration; 2.1:
+        # posterior_score's accuracy term is the mean absolute error (was the NMAD: a two-valued guess beat a constant)
         description="posteriors of r-band B/T, R_e and flux from one arcsinh-stretched image: spatial "
                     "transformer + CNN with Monte-Carlo dropout, dropout rate chosen by validation coverage",
         citation="Ghosh, Urry, Rau, Perreault-Levasseur 2021, NeurIPS ML4PS workshop (GaMPEN); "
@@ -47,6 +49,7 @@ class BTPosteriorTask(Task):
         higher_is_better=False,
         requires_posterior=True,
         paper={"gampen": PaperResult(0.19, _PAPER_NOTE, metric="σ(ΔB/T)")},
+        observables=OBSERVABLES,
     )
     config_class = BTPosteriorConfig
 

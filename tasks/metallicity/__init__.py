@@ -31,7 +31,8 @@ Methods (in the order they run)
     ``mean``            the training-split mean for every galaxy (the paper's constant
                         <Z_true>, Fig. 4 squares);
     ``random_forest``   scikit-learn random forest on the g, r, i magnitudes (§5.4);
-    ``cnn``             the network of ``model`` (ResNet-34 by default) on the full-resolution
+    ``cnn``             the network of ``model`` (ResNet-34 by default, ResNet-18 in the quick
+                        preset) on the full-resolution
                         RGB images: staged fine-tuning (head first, then every layer with
                         discriminative learning rates), cosine annealing with restarts,
                         random dihedral (90-degree rotation and flip) augmentation, test-time
@@ -46,7 +47,10 @@ Methods (in the order they run)
                         trained and selected on labels with s dex of added N(0, s) scatter
                         (:func:`~.preprocessing.noisy_labels`), scored against the true ones;
     ``colour_<bands>``  the Fig. 4 colour study (``colour_study``, off in the quick preset): the
-                        ``cnn`` on r-only or g + r composites (:func:`~.preprocessing.colour_variant`).
+                        ``cnn`` on r-only or g + r composites (:func:`~.preprocessing.colour_variant`);
+    ``mzr_of_cnn_mstar`` the Fig. 5 comparison (``mzr_of_predicted_mstar``): the ``cnn`` trained on
+                        log M* (the true masses of train and val), its predicted mass put through
+                        the Tremonti MZR (eq. 3): Z_MZR, beside the ``cnn``'s direct Z.
 
 Sample
     Star-forming galaxies only (``star_forming_only``, default on): log SFR - log M* > -11 (1/yr)
@@ -60,9 +64,10 @@ Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`Metallicity
     predicted metallicities against the true stellar mass, binned median and scatter beside the
     truth's (§6.2, Fig. 6; ``<method>/mzr.png`` per method); ``resolution_study.{csv,json,png}``:
     RMSE (with a bootstrap error) and NMAD against resolution, the baselines for reference
-    (Fig. 4); ``mzr_oracle.csv`` (``mzr_oracle``): every method's RMSE against the MZR-only
-    oracle's (the exact Tremonti MZR at the *true* M*), with paired bootstrap errors of the
-    differences (:func:`~.report.oracle_comparison`): do the images say more than M*?
+    (Fig. 4); ``mzr_oracle.csv`` (``mzr_oracle``): every method's RMSE against two MZR-only
+    oracles at the *true* M* (the exact Tremonti MZR, and a cubic in log M* fitted to the training
+    labels), with paired bootstrap errors of the differences (:func:`~.report.oracle_comparison`):
+    do the images say more than M*?
 
 Layout of the package: ``config`` (settings, constants), ``preprocessing`` (Lupton RGB,
 re-binning), ``training`` (RMSE loss, dihedral augmentation, the staged schedule), ``baselines``

@@ -100,7 +100,9 @@ class MetallicityConfig(TaskConfig):
     ``label_noise_<sigma>`` method per sigma (dex): the ``cnn`` trained and selected on labels with
     added N(0, sigma) scatter, scored against the true ones; ``colour_study``: the Fig. 4 colour
     study, ``"r"`` (r band copied to all three channels) and/or ``"gr"`` (R = r, B = g, G their mean),
-    one ``colour_<bands>`` method each, the ``cnn`` on those images.
+    one ``colour_<bands>`` method each, the ``cnn`` on those images; ``mzr_of_predicted_mstar``: the
+    Fig. 5 comparison, method ``mzr_of_cnn_mstar``: the ``cnn`` trained on the stellar mass, its
+    prediction put through the Tremonti MZR (eq. 3), to set beside the ``cnn``'s direct Z.
     """
 
     model: dict[str, Any] = field(default_factory=_default_model)
@@ -116,3 +118,4 @@ class MetallicityConfig(TaskConfig):
     mzr_oracle: bool = True
     label_noise: list[float] = field(default_factory=list)
     colour_study: list[str] = field(default_factory=list)
+    mzr_of_predicted_mstar: bool = True

@@ -18,7 +18,7 @@ from sim2obs.models.resnet import load_torchvision_state_dict
 from sim2obs.tasks.base import MethodOutput
 from sim2obs.tasks.common.networks import fit_folder, guard_lone_batch, predict_in_order, split_dataset, task_trainer
 from sim2obs.tasks.common.scaling import StandardScaler
-from sim2obs.tasks.metallicity.config import STACK
+from sim2obs.tasks.metallicity.config import STACK, TARGET
 from sim2obs.tasks.metallicity.preprocessing import colour_variant, noisy_labels
 from sim2obs.tasks.metallicity.training import RandomDihedral, adapt_stages, rmse_loss
 
@@ -42,13 +42,21 @@ def _load_pretrained(task: "MetallicityTask", model: nn.Module, study: bool) -> 
     return [str(path), path.stat().st_size]
 
 
-def _training_labels(task: "MetallicityTask", split: str, label_noise: float) -> np.ndarray:
-    """Labels of a training or validation split, with the §5.2 scatter added when ``label_noise`` > 0."""
-    return noisy_labels(task.labels(split), label_noise, task.config.seed, split)
+def _training_labels(task: "MetallicityTask", split: str, label_noise: float, target: str = TARGET) -> np.ndarray:
+    """Labels of a training or validation split, with the §5.2 scatter added when ``label_noise`` > 0;
+    ``target = "log_mstar"``: the true stellar masses instead (the Fig. 5 network), ``(n, 1)``."""
+    if target == TARGET:
+        return noisy_labels(task.labels(split), label_noise, task.config.seed, split)
+    if split == task.config.eval_split:
+        raise ConfigError(f"task.{task.name}.eval_split", "the evaluation split's labels are never read",
+                          value=split)
+    rows = task.selection(split)
+    mass = task.galaxy_set.column(target, split).astype(np.float64)
+    return (mass if rows is None else mass[rows]).reshape(-1, 1)
 
 
 def _datasets(task: "MetallicityTask", size: int | None, min_size: int, scaler: StandardScaler,
-              colour: str | None = None, label_noise: float = 0.0) -> dict:
+              colour: str | None = None, label_noise: float = 0.0, target: str = TARGET) -> dict:
     """Train, val and evaluation-split datasets of the (re-binned) RGB images (``colour``: the
     colour study's band set, :func:`colour_variant`); targets standardised with ``scaler`` (with
     ``label_noise`` dex of added scatter, §5.2); the evaluation split gets placeholder targets: its
@@ -59,8 +67,8 @@ def _datasets(task: "MetallicityTask", size: int | None, min_size: int, scaler: 
         if colour is not None:
             x = colour_variant(x, colour, task.config.rgb.channels)
         x = torch.from_numpy(x)
-        target = scaler.transform(_training_labels(task, s, label_noise)) if s in ("train", "val") else None
-        data[s] = split_dataset({STACK: x}, task.split_ids(s), target)
+        y = scaler.transform(_training_labels(task, s, label_noise, target)) if s in ("train", "val") else None
+        data[s] = split_dataset({STACK: x}, task.split_ids(s), y)
     return data
 
 
@@ -84,11 +92,13 @@ def _schedule(task: "MetallicityTask", tcfg, model: nn.Module, data: dict) -> tu
 
 
 def run_network(task: "MetallicityTask", workdir: Path, size: int | None, colour: str | None = None,
-                label_noise: float = 0.0) -> MethodOutput:
+                label_noise: float = 0.0, target: str = TARGET) -> MethodOutput:
     """Train the network on the (re-binned) RGB images of train, select on val, predict the
     evaluation split with test-time augmentation. The evaluation split's labels are never read.
     ``colour``: the colour study's band set (``"r"``, ``"gr"``; None: g, r, i); ``label_noise``:
-    dex of N(0, sigma) scatter added to the training and validation labels (§5.2)."""
+    dex of N(0, sigma) scatter added to the training and validation labels (§5.2); ``target =
+    "log_mstar"``: the network learns the stellar mass instead and the prediction is the Tremonti MZR
+    (Wu & Boada eq. 3) at the predicted mass (Fig. 5, Z_MZR)."""
     cfg = task.config
     study = size is not None
     model_cfg = to_plain(cfg.resolution.model if study and cfg.resolution.model is not None else cfg.model)
@@ -98,20 +108,25 @@ def run_network(task: "MetallicityTask", workdir: Path, size: int | None, colour
     model = build_model(model_cfg)
     pretrained_id = _load_pretrained(task, model, study)
     min_size = int(getattr(model, "min_input_size", 1) or 1)
-    scaler = StandardScaler().fit(_training_labels(task, "train", label_noise))
+    scaler = StandardScaler().fit(_training_labels(task, "train", label_noise, target))
     mu, sd = float(scaler.mean_[0]), float(scaler.scale_[0])
-    data = _datasets(task, size, min_size, scaler, colour, label_noise)
+    data = _datasets(task, size, min_size, scaler, colour, label_noise, target)
     tcfg, augment, notes = _schedule(task, tcfg, model, data)
     fit_identity = {"data": task.galaxy_set.content_hash, "split": cfg.eval_split, "size": size,
                     "min_size": min_size, "pretrained": pretrained_id, "rgb": asdict(cfg.rgb), "model": model_cfg,
                     "trainer": to_plain(tcfg), "augment": cfg.augment, "target_scale": [mu, sd]}
     if colour is not None or label_noise > 0:  # only then: the other methods keep their fit folders
         fit_identity.update(colour=colour, label_noise=float(label_noise))
+    if target != TARGET:
+        fit_identity["target"] = target
     fit_dir = fit_folder(workdir, fit_identity, prune=True)  # checkpoints of other settings go
     trainer = task_trainer(task, tcfg, rmse_loss(), workdir.name, augment)
     fit = trainer.fit(model, data["train"], data["val"], fit_dir, model_config=model_cfg)
     pred = predict_in_order(trainer, model, data[cfg.eval_split], tta=bool(cfg.tta))
     values = scaler.inverse_transform(pred[:, :1])[:, 0]
+    if target != TARGET:
+        from sim2obs.simgen.population import mass_metallicity  # deferred: sim2obs.simgen takes ~2 s to import
+        mass_pred, values = values, mass_metallicity(values)
     info = {"model": type(model).__name__, "_target_": str(model_cfg.get("_target_")),
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "resolution_px": int(size) if study else task.stamp, "input_px": int(data["train"].inputs[STACK].shape[-1]),
@@ -123,4 +138,7 @@ def run_network(task: "MetallicityTask", workdir: Path, size: int | None, colour
         info["colour"] = colour
     if label_noise > 0:
         info["label_noise_dex"] = float(label_noise)
+    if target != TARGET:
+        info.update(target=target, val_rmse_log_mstar_dex=info.pop("val_rmse_dex"),
+                    predicted_log_mstar_median=float(np.median(mass_pred)) if len(mass_pred) else float("nan"))
     return MethodOutput(task.predictions(task.split_ids(cfg.eval_split), values), info)

@@ -20,6 +20,7 @@ from sim2obs.tasks.metallicity.baselines import run_forest, run_mean
 from sim2obs.tasks.metallicity.config import (AUGMENTS, BANDS, CHUNK, COLOURS, LOG_SSFR_STAR_FORMING, SFR_COLUMN,
                                                  STACK, TARGET, MetallicityConfig)
 from sim2obs.tasks.metallicity.network import run_network
+from sim2obs.tasks.metallicity.observables import OBSERVABLES
 from sim2obs.tasks.metallicity.preprocessing import block_replicate, lupton_rgb, rebin
 
 __all__ = ["MetallicityTask"]
@@ -47,6 +48,7 @@ class MetallicityTask(Task):
             "mean": PaperResult(0.20, "Wu & Boada 2019 §5.2: 0.20 dex is the standard deviation of the whole "
                                       "Z_true distribution, i.e. the RMSE of the constant mean (Fig. 4 squares)"),
         },
+        observables=OBSERVABLES,
     )
     config_class = MetallicityConfig
 
@@ -257,6 +259,12 @@ class MetallicityTask(Task):
                 f"the cnn trained on labels with {float(sigma):g} dex of added scatter (§5.2), scored on the true ones",
                 lambda task, workdir, v=float(sigma): run_network(task, workdir, None, label_noise=v),
                 {**net, "label_noise_dex": float(sigma)}))
+        if cfg.mzr_of_predicted_mstar:
+            out.append(Method(
+                "mzr_of_cnn_mstar", "baseline", "the cnn trained on log M*, then the Tremonti MZR (eq. 3) at the "
+                "predicted mass (Fig. 5, Z_MZR)",
+                lambda task, workdir: run_network(task, workdir, None, target="log_mstar"),
+                {**net, "target": "log_mstar"}))
         for colour in cfg.colour_study:
             out.append(Method(
                 f"colour_{colour}", "model", f"the cnn on {'+'.join(colour)}-band images (Fig. 4 colour study)",

@@ -2,6 +2,14 @@
 
 The paper's pipeline (its Fig. 3), on the simulated bulge + disk sets:
 
+0. **Sample, cutouts, photometry, labels** (§2.1, §4.3; :mod:`.sample`). Galaxies with D25 > 0.4′
+   (HyperLeda's D25 on real data; the B = 25 mag arcsec⁻² isophote of the generator's model on
+   simulations); each image is the central 1.125 D25 of the stamp (its side in pixels is the "original
+   image size" feature), resampled once to the CNN input. The photometric baselines read g and i fluxes
+   measured in the D25 aperture on the noisy images, not the catalogue's noiseless ones. On simulated
+   sets the labels are SED-fit-like measurements: the true M/L times a log-normal of width ΔΥ/Υ (the
+   generator's ``ml_g_err``), scored as such; ``noiseless_truth.csv`` scores every method against the
+   noiseless M/L too.
 1. **Images** (§2.2). Luminosity statistics are measured on the raw g-band image; the image is then
    rescaled linearly to [0, 1] and log-scaled, F' = log(aF + 1) / log(a + 1), with a per-image
    "automatic scaling value" ``a`` fitted so that the output noise level (sigma-clipped mean + 2σ
@@ -36,7 +44,8 @@ Files of a run (``<out>/``): per method ``result.json``, ``predictions_test.h5``
 
 Layout of the package: ``config`` (settings, constants), ``preprocessing`` (§2.2 scaling, §3.2
 statistics), ``estimators`` (the ℒ1 loss, weighted median, power law, permutation importance),
-``networks`` (CNNs 1-4 and their features), ``features`` (feature groups, the task's LightGBM),
+``sample`` (D25, cutouts, aperture photometry, label noise), ``networks`` (CNNs 1-4 and their
+features), ``features`` (feature groups, the task's LightGBM),
 ``baselines``, ``model`` (``cnn_gbm`` and its ablation), ``report`` (figures and tables), ``task``
 (the declaration: metadata, data binding, methods, evaluation).
 """

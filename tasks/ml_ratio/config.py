@@ -5,15 +5,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sim2obs.tasks.base import TaskConfig
+from sim2obs.tasks.ml_ratio.observables import OBSERVABLE_COLUMNS, OBSERVABLE_PREFIXES  # noqa: F401 (re-exported)
 
 __all__ = ["MLRatioConfig", "CNNSpec"]
 
 TARGET = "ml_g"
 BAND = "g"
-#: Catalogue columns that are observables (measurable from the images, photometry and redshift).
-#: Every other catalogue column is a label (physical or structural truth of the generator).
-OBSERVABLE_PREFIXES = ("flux_", "mag_", "abs_mag_", "lum_", "psf_fwhm_", "sky_sigma_", "snr_")
-OBSERVABLE_COLUMNS = ("id", "redshift", "luminosity_distance_mpc", "pixel_scale_arcsec", "pixel_scale_kpc")
 #: Feature groups of the ablation (Table 1 of the paper).
 GROUPS = ("cnn1-3", "cnn4", "luminosity", "distance")
 #: The paper's Table 1 (test ℒ1) per ablation row.
@@ -72,3 +69,9 @@ class MLRatioConfig(TaskConfig):
     gi_morph_top_features: int = 50         # retrain g + i + morph on its most-used features; 0: off
     importance_repeats: int = 3
     ablation: bool = True
+    # The sample and the measurements (sample.py; Dobbels et al. 2019 §2.1-2.2, §4.3):
+    d25_min_arcmin: Optional[float] = 0.4   # D25 > 0.4' (null: no size cut)
+    cutout_fov_d25: Optional[float] = 1.125  # cutout side = 1.125 D25, capped at the stamp (null: the stamp)
+    photometry: str = "aperture"            # aperture: g, i measured on the noisy images | catalogue
+    label_noise: bool = True                # simulated sets: labels = truth x log-normal(ΔΥ/Υ)
+    label_noise_seed: int = 15

@@ -41,15 +41,21 @@ def assemble(split_blocks: Blocks, groups: Sequence[str]) -> tuple[np.ndarray, l
 
 
 def catalogue(task: "MLRatioTask", split: str, names: Sequence[str]) -> np.ndarray:
-    """``(N, K)`` catalogue observables; a name ``a/b`` is the ratio of two columns."""
+    """``(N, K)`` observables; a name ``a/b`` is the ratio of two. ``lum_g``, ``lum_i``, ``mag_g`` and
+    ``mag_i`` are the task's photometry (:meth:`MLRatioTask.photometry`: measured on the images by
+    default), any other name a catalogue column."""
+    phot = task.photometry(split)
+
+    def column(n: str) -> np.ndarray:
+        return phot[n] if n in phot else task.features(split, [n])[:, 0]
+
     cols = []
     for n in names:
         if "/" in n:
             a, b = n.split("/")
-            x = task.features(split, [a, b])
-            cols.append(x[:, 0] / x[:, 1])
+            cols.append(column(a) / column(b))
         else:
-            cols.append(task.features(split, [n])[:, 0])
+            cols.append(column(n))
     return np.stack(cols, axis=1)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from sim2obs.atomic import atomic_write
 from sim2obs.tasks import metrics as M
@@ -15,12 +16,14 @@ from sim2obs.tasks.base import Predictions, Truth
 from sim2obs.tasks.common.boosting import predict_booster
 from sim2obs.tasks.ml_ratio.config import BAND, TARGET
 from sim2obs.tasks.ml_ratio.estimators import permutation_importance
-from sim2obs.tasks.ml_ratio.preprocessing import log_scale, rescale_unit
+from sim2obs.tasks.ml_ratio.preprocessing import log_scale, rescale_unit, resize_images
+from sim2obs.tasks.ml_ratio.sample import crop_centre
 
 if TYPE_CHECKING:
     from sim2obs.tasks.ml_ratio.task import MLRatioTask
 
-__all__ = ["write_importances", "plot_scaled_examples", "plot_error_histograms", "write_ablation_table"]
+__all__ = ["write_importances", "plot_scaled_examples", "plot_error_histograms", "write_ablation_table",
+           "write_noiseless_scores"]
 
 
 def write_importances(task: "MLRatioTask", workdir: Path, booster, x_val: np.ndarray, names: list[str],
@@ -45,15 +48,18 @@ def write_importances(task: "MLRatioTask", workdir: Path, booster, x_val: np.nda
 
 
 def plot_scaled_examples(task: "MLRatioTask", path: Path) -> None:
-    """Fig. 1: three training galaxies of low, median and high scaling value, shown linearly,
-    log-scaled with the median scaling value, and with their automatic scaling value."""
+    """Fig. 1: three training galaxies of low, median and high scaling value (their 1.125 D25 cutouts at
+    the working size), shown linearly, log-scaled with the median scaling value, and with their
+    automatic scaling value."""
     f = task.image_features("train")
     a = f["a"]
     order = np.argsort(a)
     picks = [order[len(order) // 20], order[len(order) // 2], order[-1 - len(order) // 20]]
     gs = task.galaxy_set
-    raw = gs.images("image", "train", indices=gs.indices("train")[picks])
-    unit = rescale_unit(raw[:, gs.schema.stack("image").channels.index(BAND)])
+    raw = gs.images("image", "train", indices=gs.indices("train")[task.sample_rows("train")[picks]])
+    raw = raw[:, gs.schema.stack("image").channels.index(BAND)]
+    unit = np.stack([resize_images(torch.from_numpy(rescale_unit(crop_centre(r, int(side))))[None],
+                                   f["scaled"].shape[-1])[0, 0].numpy() for r, side in zip(raw, f["size_px"][picks])])
     rows = [("linear", unit), (f"a = {np.median(a):.3g} (median)", log_scale(unit, float(np.median(a)))),
             ("automatic a", f["scaled"][picks])]
     fig = plots.new_figure(7.5, 7.5)
@@ -82,10 +88,12 @@ def plot_error_histograms(predictions: Predictions, truth: Truth, out_dir: Path)
 
 
 def _table_lines(table: list[dict]) -> tuple[list[str], list[str]]:
-    """CSV and Markdown lines of the scored ablation rows."""
-    csv = ["row,cnn1-3,cnn4,luminosity,distance,n_features,val_l1,test_l1,test_rmsle,paper_test_l1"]
-    md = ["| CNN 1-3 | CNN 4 | Luminosity | Distance | features | val ℒ1 | test ℒ1 | test RMSLE | paper ℒ1 |",
-          "|:-:|:-:|:-:|:-:|--:|--:|--:|--:|--:|"]
+    """CSV and Markdown lines of the scored ablation rows (bootstrap errors; differences from the
+    first row with their paired errors)."""
+    csv = ["row,cnn1-3,cnn4,luminosity,distance,n_features,val_l1,test_l1,test_l1_err,delta_vs_all,"
+           "delta_vs_all_err,test_rmsle,paper_test_l1"]
+    md = ["| CNN 1-3 | CNN 4 | Luminosity | Distance | features | val ℒ1 | test ℒ1 | Δ vs all (paired) "
+          "| test RMSLE | paper ℒ1 |", "|:-:|:-:|:-:|:-:|--:|--:|--:|--:|--:|--:|"]
     tick = {True: "✓", False: ""}
     for r in table:
         f = r["flags"]
@@ -93,9 +101,11 @@ def _table_lines(table: list[dict]) -> tuple[list[str], list[str]]:
         vl = "" if r["val_l1"] is None else f"{r['val_l1']:.4g}"
         paper = "" if r["paper_l1"] is None else f"{r['paper_l1']:.2f}"
         csv.append(f"{r['row']},{int(f['cnn1-3'])},{int(f['cnn4'])},{int(f['luminosity'])},"
-                   f"{int(f['distance'])},{nf},{vl},{r['l1']:.6g},{r['rmsle']:.6g},{paper}")
+                   f"{int(f['distance'])},{nf},{vl},{r['l1']:.6g},{r['l1_err']:.3g},{r['delta']:.6g},"
+                   f"{r['delta_err']:.3g},{r['rmsle']:.6g},{paper}")
         md.append(f"| {tick[f['cnn1-3']]} | {tick[f['cnn4']]} | {tick[f['luminosity']]} | "
-                  f"{tick[f['distance']]} | {nf} | {vl} | {r['l1']:.3f} | {r['rmsle']:.3f} | {paper} |")
+                  f"{tick[f['distance']]} | {nf} | {vl} | {r['l1']:.3f} ± {r['l1_err']:.3f} | "
+                  f"{r['delta']:+.3f} ± {r['delta_err']:.3f} | {r['rmsle']:.3f} | {paper} |")
     return csv, md
 
 
@@ -107,18 +117,51 @@ def write_ablation_table(task: "MLRatioTask", rows: list[dict], out_dir: Path) -
     manifest_path = out_dir / "cnn_gbm" / "ablation" / "manifest.json"
     if not manifest_path.exists():
         return
-    table = []
+    table, first = [], None
     for entry in json.loads(manifest_path.read_text()):
-        metrics = task.evaluate(Predictions.load(manifest_path.parent / entry["file"]))
-        table.append({**entry, "l1": metrics["l1"], "rmsle": metrics["rmsle"]})
+        aligned, truth = task.align(Predictions.load(manifest_path.parent / entry["file"]), task.config.eval_split)
+        metrics = task.evaluate(aligned)
+        boot = task._replicates(aligned, truth).values.get("l1")  # the task's resamples: paired across rows
+        first = boot if first is None else first
+        paired = (lambda a, b: float(np.std(a - b))) if boot is not None and first is not None else None
+        table.append({**entry, "l1": metrics["l1"], "rmsle": metrics["rmsle"],
+                      "l1_err": float(np.std(boot)) if boot is not None else float("nan"),
+                      "delta": metrics["l1"] - (table[0]["l1"] if table else metrics["l1"]),
+                      "delta_err": paired(boot, first) if paired else float("nan")})
     const = next((r for r in rows if r["method"] == "best_constant"), None)
     csv, md = _table_lines(table)
     note = (f"\nBaseline ℒ1 (best constant): {const['metrics']['l1']:.3f} (paper 6.52).\n" if const else "")
     md_text = ("Test-set ℒ1 of LightGBM trained on the checked feature groups (Dobbels et al. 2019, "
-               "Table 1). Without distance, luminosity statistics are replaced by flux statistics.\n\n"
+               "Table 1), with 1σ bootstrap errors; Δ vs all: the row minus the first row on the same "
+               "resamples (paired error). Without distance, luminosity statistics are replaced by flux "
+               "statistics.\n\n"
                + "\n".join(md) + "\n" + note)
     atomic_write(out_dir / "ablation_table.csv", lambda fh: fh.write("\n".join(csv) + "\n"), mode="w")
     atomic_write(out_dir / "ablation_table.md", lambda fh: fh.write(md_text), mode="w")
     if task.config.plots:
         plots.bar_table([r["row"] for r in table], [r["l1"] for r in table], out_dir / "ablation_table.png",
                         xlabel=f"test ℒ1 ({task.config.eval_split} split)")
+
+
+def write_noiseless_scores(task: "MLRatioTask", rows: list[dict], out_dir: Path) -> None:
+    """``noiseless_truth.csv``: each method's ℒ1 against the labels it is ranked on (SED-fit-like, with
+    noise) and against the generator's noiseless M/L (same ΔΥ weights), with bootstrap errors on the
+    task's resamples. Written for simulated sets with label noise only."""
+    split = task.config.eval_split
+    truth = task.truth(split)
+    if "ml_g_noiseless" not in truth.extra:
+        return
+    lines = ["method,l1_measured_labels,l1_measured_labels_err,l1_noiseless,l1_noiseless_err"]
+    for r in rows:
+        path = out_dir / r["method"] / f"predictions_{split}.h5"
+        if not path.exists():
+            continue
+        aligned, t = task.align(Predictions.load(path), split)
+        clean = Truth(t.ids, t.extra["ml_g_noiseless"][:, None], t.errors, {})
+        vals = []
+        for tr in (t, clean):
+            boot = task._replicates(aligned, tr).values.get("l1")
+            vals += [M.l1(aligned.values[:, 0], tr.values[:, 0], tr.errors[:, 0]),
+                     float(np.std(boot)) if boot is not None else float("nan")]
+        lines.append(f"{r['method']}," + ",".join(f"{v:.6g}" for v in vals))
+    atomic_write(out_dir / "noiseless_truth.csv", lambda fh: fh.write("\n".join(lines) + "\n"), mode="w")

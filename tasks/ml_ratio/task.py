@@ -19,11 +19,12 @@ from sim2obs.tasks import TASKS
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks import plots
 from sim2obs.tasks.base import Method, PaperResult, Predictions, Task, TaskMetadata, Truth
-from sim2obs.tasks.ml_ratio import baselines, networks, report
+from sim2obs.tasks.ml_ratio import baselines, networks, report, sample
 from sim2obs.tasks.ml_ratio.config import (BAND, GI, GROUPS, LG_Z, LOG_STAT_NAMES, OBSERVABLE_COLUMNS,
                                               OBSERVABLE_PREFIXES, STAT_NAMES, TARGET, CNNSpec, MLRatioConfig)
 from sim2obs.tasks.ml_ratio.model import run_model
-from sim2obs.tasks.ml_ratio.preprocessing import flux_to_luminosity, scale_and_measure
+from sim2obs.tasks.ml_ratio.observables import OBSERVABLES
+from sim2obs.tasks.ml_ratio.preprocessing import flux_to_luminosity
 
 __all__ = ["MLRatioTask"]
 
@@ -58,11 +59,14 @@ class MLRatioTask(Task):
         main_score="l1",
         metrics=("l1", "l2", "rmsle", "median_l1", "frac_within_0.15dex", "bias_mean", "bias_median"),
         paper=_paper(),
+        observables=OBSERVABLES,
     )
     config_class = MLRatioConfig
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._cache: dict[str, Any] = {}
+        self._rows: dict[str, np.ndarray] | None = None   # the D25 sample (_select)
+        self._d25: dict[str, np.ndarray | None] = {}
         super().__init__(*args, **kwargs)
 
     # -- config -----------------------------------------------------------------------------
@@ -89,6 +93,13 @@ class MLRatioTask(Task):
             raise ConfigError(f"{p}.log_labels", "must be among morphology_labels", value=extra)
         if not 0.0 < c.cnn_train_fraction <= 1.0:
             raise ConfigError(f"{p}.cnn_train_fraction", "must lie in (0, 1]", value=c.cnn_train_fraction)
+        if c.photometry not in ("aperture", "catalogue"):
+            raise ConfigError(f"{p}.photometry", "unknown photometry", value=c.photometry,
+                              allowed=["aperture", "catalogue"])
+        if c.d25_min_arcmin is not None and not c.d25_min_arcmin >= 0:
+            raise ConfigError(f"{p}.d25_min_arcmin", "must be >= 0 (or null: no size cut)", value=c.d25_min_arcmin)
+        if c.cutout_fov_d25 is not None and not c.cutout_fov_d25 > 0:
+            raise ConfigError(f"{p}.cutout_fov_d25", "must be > 0 (or null: the whole stamp)", value=c.cutout_fov_d25)
         if not 0.0 < c.noise_level < 1.0:
             raise ConfigError(f"{p}.noise_level", "must lie in (0, 1)", value=c.noise_level)
         for key in ("lightgbm_rounds", "importance_repeats", "sigma_clip_iters"):
@@ -125,6 +136,84 @@ class MLRatioTask(Task):
         for name in self.morphology_columns():
             if name not in gs.schema.column_names:
                 raise DataFormatError(gs.path, name, f"task {self.name} uses this column as a morphology label")
+        if self.config.photometry == "aperture" and "i" not in bands:
+            raise DataFormatError(gs.path, "image", f"task {self.name} measures g and i photometry on the images "
+                                  f"(photometry: aperture); the stack has {list(bands)}")
+        self._select(gs)
+
+    # -- the sample (§2.1) and its labels (sample.py) ---------------------------------------------
+    def _select(self, gs) -> None:
+        """D25 of every object (HyperLeda's ``d25_arcmin`` on a real set, else the generator's model:
+        :func:`sample.d25_arcsec`; None when neither exists) and the D25 > ``d25_min_arcmin`` sample
+        of every split (done when the set opens, not by any method)."""
+        rows_of, self._d25 = {}, {}
+        model_cols = ("bulge_hlr_arcsec", "bulge_sersic_n", "bulge_q", "bulge_position_angle_deg",
+                      "disk_hlr_arcsec", "disk_q", "position_angle_deg", "flux_g", "bt_g")
+        names = set(gs.schema.column_names)
+        for split in gs.split_names:
+            if "d25_arcmin" in names:
+                d25 = 60.0 * gs.column("d25_arcmin", split).astype(np.float64)
+            elif names.issuperset(model_cols):
+                cols = [*model_cols, *(c for c in ("flux_r", "bt_r", "bulge_color_gr", "disk_color_gr",
+                                                   "bulge_av", "disk_av") if c in names)]
+                d25 = sample.d25_arcsec({c: gs.column(c, split) for c in cols})
+            else:
+                d25 = None
+            if d25 is None or self.config.d25_min_arcmin is None:
+                rows = np.arange(len(gs.column("id", split)))
+            else:
+                rows = np.flatnonzero(d25 > 60.0 * float(self.config.d25_min_arcmin))
+            rows_of[split], self._d25[split] = rows, None if d25 is None else d25[rows]
+        self._rows = rows_of
+
+    def sample_rows(self, split: str) -> np.ndarray:
+        """Row positions (within ``split`` of the set) of the task's D25-selected sample."""
+        if self._rows is None:
+            self._select(self.galaxy_set)
+        return self._rows[split]
+
+    def selection(self, split: str) -> np.ndarray:
+        """Row positions of the sample in ``split`` (the name the metallicity task uses too)."""
+        return self.sample_rows(split)
+
+    def d25(self, split: str) -> np.ndarray | None:
+        """``(N,)`` D25 (arcsec) of the sample in ``split``, or None when the set has none."""
+        self.sample_rows(split)
+        return self._d25[split]
+
+    def split_ids(self, split: str) -> np.ndarray:
+        return super().split_ids(split)[self.sample_rows(split)]
+
+    def features(self, split: str, columns) -> np.ndarray:
+        return super().features(split, columns)[self.sample_rows(split)]
+
+    def _noisy(self) -> bool:
+        return bool(self.config.label_noise) and self.galaxy_set.kind == "simulated"
+
+    def _measured(self, split: str, values: np.ndarray) -> np.ndarray:
+        """SED-fit-like labels of a simulated set (:func:`sample.noisy_labels`), else ``values``."""
+        if not self._noisy():
+            return values
+        gs, rows = self.galaxy_set, self.sample_rows(split)
+        err = gs.column(gs.schema.column(TARGET).error, split)[rows].astype(np.float64)
+        out = values.copy()
+        out[:, 0] = sample.noisy_labels(values[:, 0], err / values[:, 0], self.split_ids(split),
+                                        self.config.label_noise_seed)
+        return out
+
+    def labels(self, split: str) -> np.ndarray:
+        """(N, 1) M/L of a training or validation split: on a simulated set the SED-fit-like
+        measurement (truth × log-normal ΔΥ/Υ), as GSWLC's labels are (``label_noise``)."""
+        return self._measured(split, super().labels(split)[self.sample_rows(split)])
+
+    def truth(self, split: str) -> Truth:
+        """Held-out labels as :meth:`labels` gives them, plus ``extra["ml_g_noiseless"]`` (the
+        generator's M/L) on a simulated set with label noise."""
+        t = super().truth(split).subset(self.sample_rows(split))
+        if self._noisy():
+            t.extra["ml_g_noiseless"] = t.values[:, 0].copy()
+            t.values = self._measured(split, t.values)
+        return t
 
     def morphology_columns(self) -> list[str]:
         """The morphology CNNs' label columns: the 37 GZ2 answers (``gz2`` head) or ``morphology_labels``."""
@@ -146,8 +235,8 @@ class MLRatioTask(Task):
         """Label columns of a training or validation split (the evaluation split is refused)."""
         if split == self.config.eval_split:
             raise Sim2obsValueError(f"labels of the evaluation split {split!r} are held out", value=split)
-        gs = self.galaxy_set
-        return np.stack([gs.column(c, split) for c in columns], axis=1).astype(np.float64)
+        gs, rows = self.galaxy_set, self.sample_rows(split)
+        return np.stack([gs.column(c, split)[rows] for c in columns], axis=1).astype(np.float64)
 
     def target_errors(self, split: str) -> np.ndarray:
         """ΔΥ of a training or validation split, floored at 5 % (the weights of ℒ1)."""
@@ -169,30 +258,63 @@ class MLRatioTask(Task):
 
     # -- image features (§2.2, §3.2) ------------------------------------------------------------
     def image_features(self, split: str) -> dict[str, Any]:
-        """Per split: ``ids``; the scaled images ``scaled`` (N, H, W) in [0, 1]; the scaling values
-        ``a`` and input noise levels; ``lum``/``flux``/``log`` statistics (name -> (N,)).
-        Computed from the g-band images and observable columns only."""
+        """Per split (the D25 sample): ``ids``; the scaled g-band cutouts ``scaled`` (N, S, S) in [0, 1]
+        (1.125 D25 fields resampled to S = :meth:`working_size` px); the scaling values ``a`` and input
+        noise levels; ``lum``/``flux``/``log`` statistics (name -> (N,)) of the cutouts; ``size_px``
+        (the cutout's side before resampling, the paper's "original image size"); ``aperture``
+        ({band: (N,)} g and i fluxes measured in the D25 aperture, nanomaggies); ``capped`` (bool
+        (N,): the cutout wanted more than the stamp). Computed from the images and observables only
+        (:func:`sample.measure_images`)."""
         key = f"image:{split}"
         if key in self._cache:
             return self._cache[key]
         c, gs = self.config, self.galaxy_set
-        band = gs.schema.stack("image").channels.index(BAND)
-        index = gs.indices(split)
-        parts: dict[str, list] = {k: [] for k in ("scaled", "a", "noise", "reached", "flux", "log")}
-        for start in range(0, len(index), 2048):  # chunks bound the memory of large sets
-            raw = gs.images("image", indices=index[start:start + 2048])[:, band].astype(np.float64)
-            chunk = scale_and_measure(raw, c.noise_level, c.sigma_clip, c.sigma_clip_iters)
-            for k in parts:
-                parts[k].append(chunk[k])
-        stamp = gs.schema.stack("image").shape[-1]
-        flux = {k: np.concatenate([p[k] for p in parts["flux"]]) for k in STAT_NAMES}
+        stack = gs.schema.stack("image")
+        index = gs.indices(split)[self.sample_rows(split)]
+        d25 = self.d25(split)
+        fov = c.cutout_fov_d25
+        pix = (np.full(len(index), float(stack.pixel_scale_arcsec)) if stack.pixel_scale_arcsec
+               else self.features(split, ["pixel_scale_arcsec"])[:, 0])
+        chunks = []
+        for start in range(0, len(index), 1024):  # chunks bound the memory of large sets
+            rows = slice(start, start + 1024)
+            raw = gs.images("image", indices=index[rows])
+            chunks.append(sample.measure_images(raw, tuple(stack.channels), None if d25 is None else d25[rows],
+                                                pix[rows], fov, self.working_size(),
+                                                (c.noise_level, c.sigma_clip, c.sigma_clip_iters)))
+        cat = {k: np.concatenate([ch[k] for ch in chunks]) for k in ("scaled", "a", "noise", "reached", "side",
+                                                                     "capped")}
+        flux = {k: np.concatenate([ch["flux"][k] for ch in chunks]) for k in STAT_NAMES}
         factor = flux_to_luminosity(self.features(split, ["luminosity_distance_mpc"])[:, 0])
-        out = {"ids": gs.column("id", split), "scaled": np.concatenate(parts["scaled"]),
-               **{k: np.concatenate(parts[k]) for k in ("a", "noise", "reached")},
+        out = {"ids": self.split_ids(split), **{k: v for k, v in cat.items() if k != "side"},
                "flux": flux, "lum": {k: v * factor for k, v in flux.items()},
-               "log": {k: np.concatenate([p[k] for p in parts["log"]]) for k in LOG_STAT_NAMES},
-               "size_px": np.full(len(index), float(stamp))}
+               "log": {k: np.concatenate([ch["log"][k] for ch in chunks]) for k in LOG_STAT_NAMES},
+               "aperture": {b: np.concatenate([ch["aperture"][b] for ch in chunks]) for b in stack.channels},
+               "size_px": cat["side"]}
         self._cache[key] = out
+        return out
+
+    def working_size(self) -> int:
+        """Side (px) the scaled cutouts are resampled to once: the largest CNN input (or the stamp)."""
+        c = self.config
+        sizes = [s.image_size or c.image_size for s in c.morphology_cnns.values()]
+        sizes = [int(x) for x in sizes if x is not None]
+        return max(sizes) if sizes else int(self.galaxy_set.schema.stack("image").shape[-1])
+
+    def photometry(self, split: str) -> dict[str, np.ndarray]:
+        """``lum_g``, ``lum_i`` (L_sun, 4πD² × flux, no K-correction) and ``mag_g``, ``mag_i`` (AB) of the
+        sample in ``split``: measured in the D25 aperture on the noisy images (``photometry:
+        aperture``; fluxes below 1e-3 nanomaggies are floored there) or the catalogue's (``catalogue``)."""
+        names = ("lum_g", "lum_i", "mag_g", "mag_i")
+        if self.config.photometry == "catalogue":
+            return dict(zip(names, self.features(split, list(names)).T))
+        ap = self.image_features(split)["aperture"]
+        dist = self.features(split, ["luminosity_distance_mpc"])[:, 0]
+        out = {}
+        for b in ("g", "i"):
+            f = np.maximum(ap[b], 1e-3)
+            out[f"lum_{b}"] = f * flux_to_luminosity(dist, b)
+            out[f"mag_{b}"] = 22.5 - 2.5 * np.log10(f)
         return out
 
     def image_groups(self, split: str) -> dict[str, tuple[np.ndarray, list[str]]]:
@@ -217,7 +339,8 @@ class MLRatioTask(Task):
                             "ml_cnn": [c.ml_cnn_from, c.ml_cnn_epochs, c.ml_cnn_lr], "head": c.morphology_head,
                             "labels": self.morphology_columns(), "log_labels": list(c.log_labels),
                             "fraction": c.cnn_train_fraction, "image_size": c.image_size,
-                            "scaling": [c.noise_level, c.sigma_clip, c.sigma_clip_iters], "seed": c.seed}, 12)
+                            "scaling": [c.noise_level, c.sigma_clip, c.sigma_clip_iters], "seed": c.seed,
+                            "sample": [c.d25_min_arcmin, c.cutout_fov_d25, c.label_noise, c.label_noise_seed]}, 12)
 
     def cnn_features(self, root: Path, log=print) -> dict[str, Any]:
         """The morphology CNNs' and CNN 4's features of every split (:func:`networks.cnn_features`;
@@ -301,3 +424,4 @@ class MLRatioTask(Task):
             plots.bar_table([r["method"] for r in rows], [r["metrics"]["l1"] for r in rows],
                             out_dir / "l1_by_method.png", xlabel=f"test ℒ1 ({self.config.eval_split} split)")
         report.write_ablation_table(self, rows, out_dir)
+        report.write_noiseless_scores(self, rows, out_dir)

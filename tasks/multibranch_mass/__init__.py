@@ -50,7 +50,9 @@ Methods (in the order they run)
                           batch 40, lr 1e-4, 200 epochs); the epoch of lowest validation loss is kept
                           (§4). The evaluation split's labels are never read (its datasets get
                           placeholder targets);
-    ``cnn_<variant>``     with ``ablation.enabled`` (``configs/task/multibranch_mass/ablation.yaml``):
+    ``cnn_<variant>``     with ``ablation.enabled`` (the quick preset: ``image`` and ``maps``, so
+                          image + maps = the ``cnn`` is measured against either alone in the main
+                          job; every variant in ``configs/task/multibranch_mass/ablation.yaml``):
                           the paper's Table 4 inputs ``image``, ``image_colour`` ("g and r images"),
                           ``maps`` (the two V maps), ``image_maps``, ``image_colour_maps``, and
                           ``cnn_image_<N>px``: the image-only network at each other resolution of the
@@ -73,7 +75,9 @@ Diagnostics (files under the run folder)
     per study target, with and without mag_r: bias, scatter, top-3 features by gain and the paper's
     Table 6 values; ``correlation_matrix.{csv,png}``: Pearson R of the features and study targets on
     the training split (Fig. 10); ``ablation_table.{csv,md}``: variant, inputs, resolution, target,
-    bias, scatter and the paper's Table 4 value; ``scatter_by_method.png``.
+    bias, scatter with its bootstrap error, the scatter minus the ``cnn``'s with its paired
+    bootstrap error (every method on the same resamples of the evaluated objects) and the paper's
+    Table 4 value; ``scatter_by_method.png``.
 
 Numbers the paper's text lost (chosen here, all configurable): the selection cuts (the generator's
 ``selection``), the LightGBM learning rate (0.1, LightGBM's default), the log dynamic range of the

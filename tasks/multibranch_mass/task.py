@@ -23,6 +23,7 @@ from sim2obs.tasks.multibranch_mass.config import (BRANCHES, DEFAULT_IMAGE_PX, D
                                                       OBSERVABLE_COLUMNS, SCALINGS, STUDY_TARGETS, SUMMARY_FEATURES,
                                                       TARGETS, VARIANTS, MultibranchMassConfig)
 from sim2obs.tasks.multibranch_mass.network import model_config, run_network
+from sim2obs.tasks.multibranch_mass.observables import OBSERVABLES
 from sim2obs.tasks.multibranch_mass.preprocessing import CHUNK, UnitScaling, fit_unit_scaling
 
 __all__ = ["MultibranchMassTask", "PAPER_NOTE"]
@@ -62,6 +63,7 @@ class MultibranchMassTask(Task):
             "lightgbm": PaperResult(0.05, f"{PAPER_NOTE}; LightGBM on Table 1 statistics, §5.2, Table 6"),
             "lightgbm_no_mag": PaperResult(0.08, f"{PAPER_NOTE}; LightGBM without the magnitude, §5.2, Table 6"),
         },
+        observables=OBSERVABLES,
     )
     config_class = MultibranchMassConfig
 

@@ -136,10 +136,10 @@ def test_eight_concurrent_submitters_are_all_recorded(toy, tmp_path):
 
 def test_schema_is_migrated_to_head_and_matches_the_models(tmp_path):
     engine, _ = connect(f"sqlite:///{tmp_path / 'b.sqlite'}")
-    assert schema_revision(engine) == head_revision() == "0004"
+    assert schema_revision(engine) == head_revision() == "0005"
     assert tables_match_models(engine) == []
     engine2, _ = connect(f"sqlite:///{tmp_path / 'b.sqlite'}")  # idempotent
-    assert schema_revision(engine2) == "0004"
+    assert schema_revision(engine2) == "0005"
 
 
 def test_a_missing_board_is_refused_when_not_creating(tmp_path):

@@ -70,7 +70,7 @@ def test_a_deterministic_method_is_ranked_without_three_seeds(tiny_galsim_set, t
 
 def test_a_multirun_over_seeds_writes_one_folder_per_seed_and_ranks(cli_env, tmp_path):
     args = ["run", "--multirun", "tasks=[metallicity]", "cluster=synchronous", "progress=false",
-            "task.metallicity.data.n=40", "task.metallicity.data.stamp=32", "task.metallicity.data.seed=5",
+            "task.metallicity.data.n=120", "task.metallicity.data.stamp=32", "task.metallicity.data.seed=5",
             "task.metallicity.methods=[mean,random_forest]", "task.metallicity.random_forest.n_estimators=5",
             "leaderboard.page=false", "task.metallicity.seed=0,1,2"]
     res = subprocess.run([*CLI, *args], env=cli_env, capture_output=True, text=True, timeout=600)

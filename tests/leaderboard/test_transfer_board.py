@@ -26,7 +26,7 @@ from sim2obs.tasks import build_task, load_task_config
 from tests.conftest import SYNC
 from tests.leaderboard.test_postgres import pg_url  # noqa: F401 - the PostgreSQL fixture (skips without a server)
 
-DATA = {"n": 40, "stamp": 32, "shard_size": 40}
+DATA = {"n": 120, "stamp": 32, "shard_size": 120}  # ~40 % star-forming (the metallicity sample)
 TASK = "metallicity"
 
 
@@ -246,7 +246,7 @@ def test_an_old_board_is_migrated_to_hold_transfer_runs(tmp_path):
     upgrade(create_engine(url), "0002")
     assert "transfer_runs" not in inspect(create_engine(url)).get_table_names()
     engine, _ = connect(url)
-    assert schema_revision(engine) == head_revision() == "0004" and tables_match_models(engine) == []
+    assert schema_revision(engine) == head_revision() == "0005" and tables_match_models(engine) == []
     assert {"transfer_runs", "transfer_metrics"} <= set(inspect(engine).get_table_names())
 
 
@@ -262,7 +262,8 @@ def test_the_page_has_a_transfer_section_with_learning_curves(study, sets, tmp_p
     png = (tmp_path / "site" / imgs[0]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     lines = (tmp_path / "site" / "metallicity-transfer.csv").read_text().splitlines()
-    assert len(lines) == 1 + 3 + 2 * 2  # header, source, gap, zero-shot, 2 strategies x 2 k
+    # header, source, gap, zero-shot, 2 strategies x 2 k, and each of those minus zero-shot (paired)
+    assert len(lines) == 1 + 3 + 2 * 2 + 2 * 2
 
 
 def _chromium():
@@ -311,10 +312,12 @@ def test_a_study_recorded_at_once_by_many_is_recorded_once_on_postgres(pg_url, s
     assert group[0].rank == 1 and group[0].zero_shot.n_seeds == 3 and len(board.transfer_runs()) == len(rows)
 
 
-def test_posterior_rows_scored_before_saving_agree_to_float32_and_tampering_is_still_refused(tmp_path):
-    """The protocol scores its float64 posterior samples, then saves them (as float32): the row's
-    numbers agree with the file's to float32 precision only. They are accepted, the board stores
-    the file's own numbers, and a change of 0.1 % in the main score is still refused."""
+def test_posterior_rows_are_compared_exactly_with_the_file_they_were_scored_from(tmp_path):
+    """The protocol scores the predictions file it saved (float32 posterior samples), so a row's
+    numbers are the file's exactly: such a row is accepted and the board stores the same numbers,
+    bit for bit. The float32 allowance the board once had (numbers of the float64 samples before
+    saving agreed only to ~1e-5) is gone: a row scored before saving is now refused, and so is a
+    change of 1e-7 in the main score."""
     cfg = load_task_config("bt_posterior", "quick")
     data = {**cfg["data"], "n": 60, "stamp": 32, "shard_size": 60, "seed": 3}
     task = build_task("bt_posterior", {**cfg, "data": data}, data_dir=tmp_path / "data", cluster=SYNC)
@@ -324,27 +327,93 @@ def test_posterior_rows_scored_before_saving_agree_to_float32_and_tampering_is_s
     rng = np.random.default_rng(0)
     samples = labels.mean(0) + labels.std(0) * rng.standard_normal((50, len(ids), labels.shape[1]))
     p = Predictions(ids, np.median(samples, axis=0), task.targets, samples=samples)
-    metrics = task.evaluate(p, "test")  # from float64 samples, before saving
+    before_saving = task.evaluate(p, "test")  # from the float64 samples
     folder = tmp_path / "study"
     path = p.save(folder / "seed-0/source/source/k-0/predictions_test.h5")
-    row = {"task": "bt_posterior", "task_version": task.metadata.version, "study": "s", "model": "prior",
-           "source": ident, "target_name": "source", "target": ident, "strategy": "source", "k": 0, "seed": 0,
-           "domain": "source", "split": "test", "main_score": task.metadata.main_score,
-           "value": metrics[task.metadata.main_score], "metrics": metrics, "predictions": path.name,
-           "predictions_sha256": file_sha256(path), "folder": "seed-0/source/source/k-0",
-           "task_config": {k: v for k, v in cfg.items() if k != "data"}}
-    from_file = task.evaluate(Predictions.load(path), "test")
-    assert any(from_file[k] != metrics[k] for k in metrics)  # float32 storage: not bit-equal
-    (folder / T.RESULTS_FILE).write_text(json.dumps([row]))
+    from_file = task.evaluate(Predictions.load(path), "test")  # what the protocol now writes in the row
+    assert any(from_file[k] != before_saving[k] for k in from_file)  # float32 storage: not bit-equal
+    main = task.metadata.main_score
+
+    def write(metrics):
+        row = {"task": "bt_posterior", "task_version": task.metadata.version, "study": "s", "model": "prior",
+               "source": ident, "target_name": "source", "target": ident, "strategy": "source", "k": 0, "seed": 0,
+               "domain": "source", "split": "test", "main_score": main, "value": metrics[main], "metrics": metrics,
+               "predictions": path.name, "predictions_sha256": file_sha256(path), "folder": "seed-0/source/source/k-0",
+               "task_config": {k: v for k, v in cfg.items() if k != "data"}}
+        (folder / T.RESULTS_FILE).write_text(json.dumps([row]))
+
+    write(from_file)
     board = Leaderboard(results_dir=tmp_path / "results")
     (run,), added = board.record_transfer(folder, data_dir=tmp_path / "data")
     assert added == 1 and run.metric_dict() == from_file
-    row["metrics"][task.metadata.main_score] *= 1.001
-    row["value"] = row["metrics"][task.metadata.main_score]
-    (folder / T.RESULTS_FILE).write_text(json.dumps([row]))
-    fresh = Leaderboard(results_dir=tmp_path / "results2")
-    with pytest.raises(DataFormatError, match=r"row 0 \(seed-0/source/source/k-0\).*'posterior_score'"):
-        fresh.record_transfer(folder, data_dir=tmp_path / "data")
+    for i, metrics in enumerate([before_saving, {**from_file, main: from_file[main] * (1 + 1e-7)}]):
+        write(metrics)
+        fresh = Leaderboard(results_dir=tmp_path / f"results{i + 2}")
+        with pytest.raises(DataFormatError, match=r"row 0 \(seed-0/source/source/k-0\).*refused"):
+            fresh.record_transfer(folder, data_dir=tmp_path / "data")
+
+
+def test_best_minus_zero_shot_has_a_paired_error_over_the_same_test_resamples(study, sets, capsys):
+    """Every transfer run keeps its main score on each bootstrap resample; the board's
+    ``best − zero-shot`` at each k is paired per seed and over those resamples: each seed's error is
+    the spread of the per-resample difference (recomputed here from the stored files), smaller than
+    the two errors in quadrature because both strategies err on the same galaxies."""
+    from sim2obs.tasks.bootstrap import N_BOOTSTRAP, bootstrap_indices
+
+    board = study["board"]
+    board.record_transfer(study["folder"], data_dir=sets["data_dir"])
+    runs = board.transfer_runs(TASK)
+    assert all(r.n_bootstrap == N_BOOTSTRAP and len(r.main_replicates) == N_BOOTSTRAP for r in runs)
+    task = _task(sets, sets["target"])
+    idx = bootstrap_indices(len(task.split_ids("test")), N_BOOTSTRAP, seed=0)
+    main = task.metadata.main_score
+
+    def reps(run):  # the main score on every resample, computed here from the stored file
+        aligned, truth = task.align(Predictions.load(run.predictions_path), "test")
+        return np.array([task._score(aligned.subset(i), truth.subset(i))[main] for i in idx])
+
+    ((entry,),) = TB.board_groups(board, TASK)
+    for k in (2, 5):
+        strategy, diff = entry.versus_zero_shot(k)
+        assert strategy == entry.best(k)[0] and diff.paired and diff.n_seeds == 3
+        for seed in range(3):
+            a = next(r for r in runs if (r.strategy, r.k, r.seed) == (strategy, k, seed))
+            z = next(r for r in runs if (r.strategy, r.seed) == ("zero_shot", seed))
+            assert diff.per_seed[seed] == pytest.approx(a.main_value - z.main_value)
+            assert diff.boot[seed] == pytest.approx(np.std(reps(a) - reps(z)), rel=1e-9)
+            assert diff.boot[seed] < np.hypot(a.errors[main], z.errors[main])
+        assert diff.boot_error == pytest.approx(np.mean(list(diff.boot.values())))
+    other = entry.versus_zero_shot(5, "target_only")[1]  # any strategy, not only the best
+    assert other.per_seed[0] == pytest.approx(entry.curves["target_only"][5].per_seed[0] - entry.zero_shot.per_seed[0])
+    header, rows = TB.table_rows([entry])
+    assert "k=5 best - zero-shot" in header
+    cell = rows[0][header.index("k=5 best - zero-shot")]
+    assert "paired]" in cell and "(n=3)" in cell and "σ)" in cell
+    csv_rows = [line.split(",") for line in TB.to_csv([[entry]]).splitlines()]
+    versus = [r for r in csv_rows if r[11] == "versus_zero_shot"]
+    assert len(versus) == 2 * 2 and all(r[-1] == "True" and float(r[-2]) > 0 for r in versus)
+
+
+def test_a_run_without_replicates_pairs_with_nothing_and_tampered_replicates_fail_verify(study, sets, capsys):
+    board = study["board"]
+    board.record_transfer(study["folder"], data_dir=sets["data_dir"])
+    db = board.url.split("///", 1)[1]
+    with sqlite3.connect(db) as con:  # the zero-shot run of seed 0: as recorded before revision 0005
+        (zid,) = con.execute("SELECT id FROM transfer_runs WHERE strategy = 'zero_shot' AND seed = 0").fetchone()
+        con.execute("UPDATE transfer_runs SET main_replicates = NULL WHERE id = ?", (zid,))
+    ((entry,),) = TB.board_groups(board, TASK)
+    diff = entry.versus_zero_shot(2)[1]
+    assert diff.n_seeds == 3 and diff.boot == {} and diff.boot_error is None  # no seed's error is half-paired
+    code, out = _cli([*study["args"], "verify"], capsys)
+    assert code == 0, out  # a run without replicates has none to check
+    with sqlite3.connect(db) as con:
+        (fid, reps) = con.execute("SELECT id, main_replicates FROM transfer_runs WHERE strategy = 'finetune_full' "
+                                  "AND seed = 1 AND k = 5").fetchone()
+        reps = json.loads(reps)
+        reps[7] += 0.01
+        con.execute("UPDATE transfer_runs SET main_replicates = ? WHERE id = ?", (json.dumps(reps), fid))
+    code, out = _cli([*study["args"], "verify"], capsys)
+    assert code == 1 and re.search(rf"transfer run #{fid} .*DIFFER: main_replicates", out)
 
 
 def test_a_malformed_results_file_is_refused_naming_the_field(tmp_path):

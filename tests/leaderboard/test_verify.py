@@ -13,7 +13,7 @@ from sim2obs.leaderboard.cli import main as leaderboard_main
 from sim2obs.tasks import Predictions, build_task, load_task_config
 from tests.conftest import SYNC
 
-DATA = {"n": 40, "stamp": 32, "shard_size": 40, "seed": 11}
+DATA = {"n": 120, "stamp": 32, "shard_size": 120, "seed": 11}  # ~40 % star-forming (the metallicity sample)
 
 
 @pytest.fixture(scope="module")

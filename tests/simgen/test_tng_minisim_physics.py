@@ -1,5 +1,6 @@
-"""The mini-simulation's galaxy-formation physics (``physics: A | B``): A unchanged, B
-reproducible and different from A in exactly the documented relations, bad values named."""
+"""The mini-simulation's galaxy-formation physics (``physics: A | B``): A without its concentration
+coupling unchanged since generator 1.0, B reproducible and different from A in exactly the
+documented relations, bad values named."""
 from __future__ import annotations
 
 import hashlib
@@ -39,30 +40,31 @@ def _file_bytes(root: Path) -> dict[str, bytes]:
 
 
 # --------------------------------------------------------------------------------------------
-# Physics A: the default, unchanged
+# Physics A: the default; without its concentration coupling, generator 1.0's data
 # --------------------------------------------------------------------------------------------
 # Computed with the generator as it was before the ``physics`` key existed (same machine, the
-# pinned numpy/scipy/astropy/h5py of constraints.txt): a regression check of those bytes.
-_BEFORE = {"tiny": ("e1816407cceab952", "6af4cf39fe6834d0"), "tiny_sat": ("ffa986b6f8bac803", "89aac1f73b815ef0")}
+# pinned numpy/scipy/astropy/h5py of constraints.txt): a regression check of those data. Since
+# generator 1.1 physics A couples M* to the halo concentration (issue 15), so the default's data
+# and every config hash changed; ``concentration_coupling: 0`` draws 1.0's data again.
+_BEFORE = {"tiny": "e1816407cceab952", "tiny_sat": "ffa986b6f8bac803"}
 
 
 @pytest.mark.parametrize("name, cfg", [("tiny", TINY), ("tiny_sat", TINY_SAT)])
-def test_physics_a_reproduces_the_data_and_hash_from_before_the_key(name, cfg, tmp_path):
-    root = tmp_path / name
-    ms.write_minisim(dict(cfg, physics="A"), root)
-    digest, config_hash = _BEFORE[name]
-    assert ms.config_hash(ms.coerce_minisim_config(cfg)) == config_hash  # same marker hash and folder
-    assert _array_digest(root) == digest
+def test_physics_a_without_coupling_reproduces_the_data_from_before_the_key(name, cfg, tmp_path):
+    ms.write_minisim(dict(cfg, physics="A", concentration_coupling=0.0), tmp_path / name)
+    assert _array_digest(tmp_path / name) == _BEFORE[name]
+    ms.write_minisim(dict(cfg, physics="A"), tmp_path / f"{name}_coupled")
+    assert _array_digest(tmp_path / f"{name}_coupled") != _BEFORE[name]  # the default couples
 
 
-def test_default_explicit_a_and_zero_coupling_give_the_same_files(tmp_path):
+def test_default_and_explicit_a_give_the_same_files(tmp_path):
     default = _file_bytes(Path(ms.write_minisim(TINY, tmp_path / "default")).parent)
     explicit = _file_bytes(Path(ms.write_minisim(dict(TINY, physics="A", concentration_coupling=None),
                                                  tmp_path / "explicit")).parent)
     assert default == explicit  # byte for byte, the truth file's config attribute included
     cfg = ms.coerce_minisim_config(dict(TINY, physics="A"))
-    assert "physics" not in ms.minisim_config_dict(cfg) and "concentration_coupling" not in ms.minisim_config_dict(cfg)
-    # the mock pipeline's set folder of a physics-A data node does not move
+    assert ms.minisim_config_dict(cfg)["physics"] == "A"  # every key names the folder since 1.1
+    # default and explicit physics-A data nodes share one set folder, B has its own
     node = {"generator": "tng", "source": {"kind": "minisim", "minisim": {"n_galaxies": 600}}}
     explicit_node = {"generator": "tng", "source": {"kind": "minisim", "minisim": {"n_galaxies": 600, "physics": "A"}}}
     b_node = {"generator": "tng", "source": {"kind": "minisim", "minisim": {"n_galaxies": 600, "physics": "B"}}}
@@ -85,10 +87,10 @@ def test_physics_b_is_reproducible_and_differs_from_a(tmp_path):
 
 
 def test_b_shifts_stellar_mass_and_concentration_by_the_documented_relations(tmp_path):
-    """Same seed, B without the coupling: every subhalo draws the same host mass and the same
+    """Same seed, A and B without the coupling: every subhalo draws the same host mass and the same
     deviates, so the differences are exactly the relations' (B13 vs M13, Duffy vs DM14)."""
     cfg = dict(TINY_SAT, n_galaxies=8)
-    ta = ms.read_truth(Path(ms.write_minisim(cfg, tmp_path / "a")).parent)
+    ta = ms.read_truth(Path(ms.write_minisim(dict(cfg, concentration_coupling=0.0), tmp_path / "a")).parent)
     tb = ms.read_truth(Path(ms.write_minisim(dict(cfg, physics="B", concentration_coupling=0.0),
                                              tmp_path / "b")).parent)
     m200, z, h = ta["m200_msun"], 0.0, ms.MiniSimConfig().h
@@ -116,22 +118,33 @@ def test_documented_shmr_offsets(log_m200, dex):
 
 
 def test_concentration_coupling_of_the_population():
-    """Correlation of the log M* and log c residuals at fixed M200: 0 in A, 0.5 in B (1000 draws:
-    standard error ~0.03)."""
+    """Correlation of the log M* and log c residuals at fixed M200 (2000 draws): A (TNG-like) 0.5
+    in low-mass haloes fading above ~1e12 Msun, B 0.5 at every mass; A with the key at 0: none.
+    Standard errors ~0.03 (low mass, ~1200 haloes) and ~0.08 (high mass, ~250)."""
     from sim2obs.simgen.tng_minisim import _Cosmology, _SFHTable, _draw_population
 
     out = {}
-    for name in ("A", "B"):
-        cfg = ms.coerce_minisim_config(dict(n_galaxies=1000, seed=21, satellite_fraction=0.0, physics=name))
+    for name, extra in (("A", {}), ("B", {}), ("A0", {"concentration_coupling": 0.0})):
+        cfg = ms.coerce_minisim_config(dict(n_galaxies=2000, seed=21, satellite_fraction=0.0, physics=name[0],
+                                            **extra))
         cosmo = _Cosmology(cfg)
         pop = _draw_population(cfg, cosmo, _SFHTable(cosmo))
         p = ms.physics_of(cfg)
         ok = (pop["concentration"] > 2) & (pop["concentration"] < 40)
         d_c = np.log10(pop["concentration"] / p.mean_concentration(pop["m200_msun"], 0.0, cfg.h))[ok]
         d_m = (pop["log_mstar"] - np.log10(p.mean_mstar(pop["m200_msun"], 0.0)))[ok]
-        out[name] = (np.corrcoef(d_c, d_m)[0, 1], d_m.std())
-    assert abs(out["A"][0]) < 0.09 and out["B"][0] == pytest.approx(0.5, abs=0.09)
-    assert out["A"][1] == pytest.approx(0.15, abs=0.01) and out["B"][1] == pytest.approx(0.15, abs=0.01)
+        log_m = np.log10(pop["m200_msun"])[ok]
+        low, high = log_m < 11.75, log_m >= 12.5
+        out[name] = (np.corrcoef(d_c[low], d_m[low])[0, 1], np.corrcoef(d_c[high], d_m[high])[0, 1], d_m.std())
+    assert out["A"][0] == pytest.approx(0.47, abs=0.09) and abs(out["A"][1]) < 0.25
+    assert out["B"][0] == pytest.approx(0.5, abs=0.09) and out["B"][1] == pytest.approx(0.5, abs=0.2)
+    assert abs(out["A0"][0]) < 0.09 and abs(out["A0"][1]) < 0.25
+    for name in out:
+        assert out[name][2] == pytest.approx(0.15, abs=0.01)  # the coupling keeps the SHMR scatter
+    a = phys.PHYSICS["A"]
+    np.testing.assert_allclose(a.coupling(10 ** np.array([11.5, 12.0, 12.5, 13.0])), [0.476, 0.365, 0.135, 0.024],
+                               atol=0.002)  # the module docstring's numbers
+    np.testing.assert_allclose(phys.PHYSICS["B"].coupling(np.array([1e11, 1e13])), [0.5, 0.5])
 
 
 def test_anisotropic_jeans_solution_and_velocities():

@@ -101,8 +101,11 @@ def _raw_subhalo(base, sid):
 def test_units_and_projection_axes_at_redshift_half(tmp_path):
     """At z = 0.5 positions scale by a/h and masses by 1e10/h; the image axes are the box axes
     (los+1, los+2): the light's second moments along image columns and rows match the particles'."""
-    cfg = tiny(source={"minisim": {**TINY["source"]["minisim"], "redshift": 0.5, "n_galaxies": 4}},
-               dust={"enabled": False}, image_px=60, rebin_px=[30])
+    # coupling 0: the galaxy this check was sized on (generator 1.0's draw; with physics A's
+    # concentration coupling, 1.1, row 0 is a more compact galaxy whose SPH smoothing widens its
+    # minor axis by 37 %, beyond the 35 % allowed here, with the units and axes still right)
+    minisim = {**TINY["source"]["minisim"], "redshift": 0.5, "n_galaxies": 4, "concentration_coupling": 0.0}
+    cfg = tiny(source={"minisim": minisim}, dust={"enabled": False}, image_px=60, rebin_px=[30])
     gs = open_galaxy_set(prepare_set(cfg, data_dir=tmp_path, cluster=SYNC, progress=False))
     base = tm._minisim_root(tm.coerce_config(cfg), gs.path) / "output"
     row = 0

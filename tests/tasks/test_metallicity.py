@@ -19,7 +19,7 @@ from sim2obs.tasks.metallicity import (RandomDihedral, RGBConfig, lupton_rgb, mz
                                        resolution_table)
 from tests.tasks.conftest import run_recording_reads
 
-TINY_DATA = {"n": 120, "stamp": 32, "shard_size": 60, "seed": 7}
+TINY_DATA = {"n": 200, "stamp": 32, "shard_size": 100, "seed": 7}  # ~40 % star-forming: ~12 test galaxies
 RESOLUTIONS = [8, 1]
 
 
@@ -146,10 +146,13 @@ def test_presets_compose_and_typos_are_refused(tmp_path):
     quick = build_task("metallicity", load_task_config("metallicity", "quick"), data_dir=tmp_path)
     names = [m.name for m in quick.methods()]
     assert names[:3] == ["mean", "random_forest", "cnn"]
-    assert all(n.startswith("resolution_") and n.endswith("px") for n in names[3:]) and len(names) > 3
-    assert quick.config.model["_target_"].endswith("resnet34")
+    assert all(n.startswith("resolution_") and n.endswith("px") for n in names[3:-1]) and len(names) > 4
+    assert names[-1] == "mzr_of_cnn_mstar"
+    # one architecture at every resolution (ResNet-18 in the quick preset, the paper's ResNet-34 in paper)
+    assert quick.config.model["_target_"].endswith("resnet18") and quick.config.resolution.model is None
     paper = build_task("metallicity", load_task_config("metallicity", "paper"), data_dir=tmp_path)
     assert paper.config.resolution.sizes == [64, 32, 16, 8, 4, 2, 1]
+    assert paper.config.model["_target_"].endswith("resnet34") and paper.config.resolution.model is None
     assert paper.trainer_config().batch_size == 256 and paper.trainer_config().epochs == 10
     with pytest.raises(ConfigError, match="rgb"):
         build_task("metallicity", {"rgb": {"strech": 1.0}}, data_dir=tmp_path)
@@ -172,6 +175,7 @@ def _tiny_config():
         "model._target_=sim2obs.models.resnet.resnet18",
         f"resolution.sizes=[{','.join(map(str, RESOLUTIONS))}]",
         "random_forest.n_estimators=20", "mzr.min_count=2",
+        "mzr_of_predicted_mstar=false",  # the Fig. 5 network: tests/tasks/test_metallicity_physics.py
     ]
     cfg = load_task_config("metallicity", "quick", overrides)
     cfg["data"] = dict(TINY_DATA)
@@ -225,8 +229,14 @@ def test_quick_path_end_to_end(tiny_run):
     for t in table:
         assert t["rmse"] == pytest.approx(by[t["method"]]["metrics"]["rmse"])
         assert 0 < t["rmse_err"] < t["rmse"]  # bootstrap error over the test objects
-    assert [{k: v for k, v in t.items() if k != "rmse_err"} for t in table] == [
-        {k: v for k, v in t.items() if k != "rmse_err"} for t in resolution_table(rows)]
+    steps = ("rmse_err", "minus_lower", "minus_lower_err", "fraction_below_lower")
+    assert [{k: v for k, v in t.items() if k not in steps} for t in table] == [
+        {k: v for k, v in t.items() if k not in steps} for t in resolution_table(rows)]
+    # each resolution against the next lower one, paired on the same bootstrap resamples
+    assert math.isnan(table[0]["minus_lower"])
+    for lower, t in zip(table[:-1], table[1:]):
+        assert t["minus_lower"] == pytest.approx(t["rmse"] - lower["rmse"])
+        assert 0 <= t["minus_lower_err"] < t["rmse"] and 0 <= t["fraction_below_lower"] <= 1
     summary = (out / "mzr_summary.csv").read_text().splitlines()
     assert summary[0].startswith("method,mzr_rms")
     assert {line.split(",")[0] for line in summary[1:]} >= {"truth", *expected}

@@ -22,6 +22,7 @@ from sim2obs.tasks import build_task, load_task_config
 from sim2obs.tasks.base import Predictions, Truth
 from sim2obs.tasks.multibranch_mass import (OBSERVABLE_COLUMNS, PAPER_GBDT, SUMMARY_FEATURES, TARGETS, UnitScaling,
                                             fit_power_law, fit_unit_scaling, paper_ablation_value)
+from sim2obs.tasks.bootstrap import bootstrap_indices
 from tests.tasks.conftest import run_recording_reads
 
 SIZES = (32, 16)
@@ -139,11 +140,16 @@ def _tiny_config(path, **extra):
 # --------------------------------------------------------------------------------------------
 def test_presets_compose_and_bad_settings_are_refused(tmp_path):
     quick = build_task("multibranch_mass", load_task_config("multibranch_mass", "quick"), data_dir=tmp_path)
-    assert [m.name for m in quick.methods()] == ["power_law", "lightgbm", "lightgbm_no_mag", "cnn"]
+    # the quick preset runs the main ablation: image + maps (the cnn) against either alone, one schedule
+    assert [m.name for m in quick.methods()] == ["power_law", "lightgbm", "lightgbm_no_mag", "cnn", "cnn_image",
+                                                 "cnn_maps"]
+    assert [m.config["inputs"] for m in quick.methods()[3:]] == [["image", "vmap", "sigmamap"], ["image"],
+                                                                 ["vmap", "sigmamap"]]
+    assert quick.trainer_config(ablation=True) == quick.trainer_config()
     assert quick.config.data["generator"] == "tng" and quick.config.image_resolution == 60
     assert quick.available_resolutions() == [150, 60]
     t = quick.trainer_config()
-    assert (t.optimiser, t.schedule, t.batch_size) == ("adam", "cosine", 40)
+    assert (t.optimiser, t.schedule, t.batch_size, t.epochs) == ("adam", "cosine", 40, 16)
     assert t.augment.rotate and t.augment.flip and t.augment.zoom == [1.0, 1.0]  # no zoom: maps span 6 R_half
     paper = build_task("multibranch_mass", load_task_config("multibranch_mass", "paper"), data_dir=tmp_path)
     t = paper.trainer_config()
@@ -151,6 +157,7 @@ def test_presets_compose_and_bad_settings_are_refused(tmp_path):
     ablation = build_task("multibranch_mass", load_task_config("multibranch_mass", "ablation"), data_dir=tmp_path)
     assert [m.name for m in ablation.methods()][4:] == [
         "cnn_image", "cnn_image_colour", "cnn_maps", "cnn_image_maps", "cnn_image_colour_maps", "cnn_image_150px"]
+    assert ablation.trainer_config().epochs == 30
     paper_ab = build_task("multibranch_mass", {**load_task_config("multibranch_mass", "paper"),
                                                "ablation": {"enabled": True}}, data_dir=tmp_path)
     assert [m.name for m in paper_ab.methods()][-2:] == ["cnn_image_150px", "cnn_image_60px"]
@@ -441,6 +448,24 @@ def test_ablation_table(tiny_run):
         rows["cnn_image"]["metrics"]["log_ml_r/scatter_dex"], rel=1e-5)
     assert "| cnn_image_colour | image+colour | 16 |" in (out / "ablation_table.md").read_text()
     assert (out / "scatter_by_method.png").stat().st_size > 0
+    # bootstrap errors, and paired differences to the cnn (the same resamples for every method)
+    for (method, target), r in by.items():
+        key = f"{target}/scatter_dex"
+        assert float(r["scatter_error"]) == pytest.approx(rows[method]["errors"][key], rel=1e-5)  # csv: 7 digits
+        assert float(r["minus_cnn"]) == pytest.approx(rows[method]["metrics"][key] - rows["cnn"]["metrics"][key],
+                                                      rel=1e-5, abs=1e-9)
+        if method == "cnn":
+            assert float(r["minus_cnn_error"]) == 0.0
+    # the paired error recomputed by hand: both methods on the same resamples of the test objects
+    task = tiny_run["task"]
+    truth = task._columns("test", ["log_mstar_rhalf"])[:, 0]
+    pred = {m: Predictions.load(out / m / rows[m]["predictions"]) for m in ("cnn", "cnn_maps")}
+    ids = task.split_ids("test")
+    pred = {m: p.values[np.argsort(p.ids)][np.searchsorted(np.sort(p.ids), ids), 0] for m, p in pred.items()}
+    idx = bootstrap_indices(len(ids), task.config.n_bootstrap, seed=task.config.bootstrap_seed)
+    d = [np.std(pred["cnn_maps"][i] - truth[i]) - np.std(pred["cnn"][i] - truth[i]) for i in idx]
+    assert float(by[("cnn_maps", "log_mstar_rhalf")]["minus_cnn_error"]) == pytest.approx(np.std(d), rel=1e-5)
+    assert "minus cnn [dex]" in (out / "ablation_table.md").read_text()
 
 
 def test_methods_never_read_evaluation_labels(tiny_run):

@@ -10,7 +10,8 @@ from sim2obs.tasks import TaskSplit, build_task, load_task_config
 GALSIM = ["data.n=60", "data.stamp=32", "data.seed=5"]
 OVERRIDES = {
     "metallicity": GALSIM,
-    "ml_ratio": GALSIM + ["image_size=null", "morphology_cnns.cnn1.image_size=null"],
+    # label_noise=false: the labels are then the catalogue's M/L (their noise is tested in test_ml_ratio_sample)
+    "ml_ratio": GALSIM + ["image_size=null", "morphology_cnns.cnn1.image_size=null", "label_noise=false"],
     "bt_posterior": ["data.n=40", "data.stamp=32"],
     "multibranch_mass": ["data.source.minisim.n_galaxies=12", "data.image_px=40", "data.rebin_px=[20]",
                          "+data.kin_px=16", "+data.selection.log_mstar_30kpc_min=9.3", "image_resolution=20"],
