@@ -30,14 +30,6 @@ ROW_KEYS = {"task", "task_version", "study", "model", "source", "target_name", "
             "folder", "task_config", "wall_seconds"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------- subsets
 def test_nested_subsets_are_nested_reproducible_capped_and_stored(tmp_path):
     ids = np.arange(1000, 1080)[::-1]  # order in the set must not matter

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from sim2obs import open_galaxy_set
 from sim2obs.errors import Sim2obsError
@@ -27,14 +26,6 @@ STUDY = ["source.n=60", f"source.stamp={STAMP}", "task.trainer.epochs=1", "task.
          "task.draws_per_pass=10", "n_boot=5", "finetune.min_steps=0", "finetune.trainer.epochs=1", "seeds=[0]",
          "k=[0,4]", "strategies=[zero_shot,finetune_head,recalibrate]", "diagnostics.max_objects=20",
          "diagnostics.n_permutations=10", "~targets.observed"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
