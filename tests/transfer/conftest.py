@@ -1,11 +1,3 @@
-"""Transfer tests train small networks: one torch thread each (two fight on a busy 2-core machine)."""
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+"""Transfer tests train small networks: one torch thread each, as the task tests (two fight on a busy
+2-core machine)."""
+from tests.tasks.conftest import _one_thread  # noqa: F401 - the autouse fixture, here too
