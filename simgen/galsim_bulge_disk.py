@@ -32,6 +32,7 @@ from sim2obs.simgen.galsim_render import (_PURPOSE_CORRELATED_NOISE, _PURPOSE_KN
                                           draw_smooth, galaxy_profile, one_galsim_thread, psf_profile,
                                           sky_level_nmgy, sky_sigma_nmgy)
 from sim2obs.simgen.galsim_render import gsparams as _gsparams
+from sim2obs.simgen.galsim_render import warm_worker as _warm_worker
 from sim2obs.simgen.galsim_render import object_seed as _object_seed
 from sim2obs.simgen.galsim_render import seed_sequence as _seed_sequence
 from sim2obs.simgen.half_light import half_light_radius
@@ -442,8 +443,10 @@ def generate(cfg: Any, out: str | Path, cluster: Mapping[str, Any] | None = None
     if writer.is_complete():
         return out
     missing = writer.missing_shards()
-    # The workers start (and import the generator and GalSim) while this process draws the parameters.
-    with ClusterInBackground(cluster or {"kind": "local"}, len(missing), preload=_WORKER_MODULES) as started:
+    # The workers start (import the generator and GalSim, fill GalSim's tables) while this process
+    # draws the parameters.
+    with ClusterInBackground(cluster or {"kind": "local"}, len(missing), preload=_WORKER_MODULES,
+                             warm_up=(_warm_worker, (cfg,))) as started:
         params = draw_parameters(cfg)
         pool = draw_secondary_pool(cfg)
         codes, _ = assign_splits(cfg.n, cfg.split, cfg.seed if cfg.split_seed is None else cfg.split_seed)

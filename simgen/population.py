@@ -96,6 +96,7 @@ import numpy as np
 from scipy import special
 
 from sim2obs.simgen.half_light import _N_THETA, half_light_radius  # noqa: F401 (half_light_radius: re-exported)
+from sim2obs.simgen.cosmology_grid import redshift_grids
 
 # Effective wavelengths (nm), solar absolute AB magnitudes (Willmer 2018), Bell et al. 2003
 # (g - r) -> log M/L coefficients, and CCM A_band / A_V (Schlegel et al. 1998 Table 6 / 3.1).
@@ -298,19 +299,13 @@ def draw_population(rng: np.random.Generator, n: int, bands: tuple[str, ...], cf
     Sersic index, axis ratios, position angles), physical labels (log M*, M/L per band, 12 +
     log(O/H)), per-band observed bulge and disk fluxes (nmgy), redshift and distances.
     """
-    from astropy.cosmology import Planck18
-
-    cosmo = cosmology or Planck18
-    z_grid = np.linspace(cfg.z_min, cfg.z_max, 512)
-    dv = cosmo.differential_comoving_volume(z_grid).value
-    draw_z = _inverse_cdf_sampler(z_grid, dv)
+    grids = redshift_grids(np.linspace(cfg.z_min, cfg.z_max, 512),
+                           np.linspace(max(cfg.z_min - 1e-3, 1e-4), cfg.z_max + 1e-3, 1024), cosmology)
+    draw_z = _inverse_cdf_sampler(grids["z_volume"], grids["differential_comoving_volume"])
     m_grid = np.linspace(cfg.log_mass_min, cfg.log_mass_max, 512)
     draw_m = _inverse_cdf_sampler(m_grid, schechter_log_mass_pdf(m_grid))
-    zs = np.linspace(max(cfg.z_min - 1e-3, 1e-4), cfg.z_max + 1e-3, 1024)
-    distmod_grid = cosmo.distmod(zs).value
-    arcsec_per_kpc_grid = cosmo.arcsec_per_kpc_proper(zs).value
-    dl_grid = cosmo.luminosity_distance(zs).value
-    age_grid = cosmo.age(zs).value
+    zs, distmod_grid, arcsec_per_kpc_grid = grids["z"], grids["distmod"], grids["arcsec_per_kpc_proper"]
+    dl_grid, age_grid = grids["luminosity_distance_mpc"], grids["age_gyr"]
 
     obs_bands = tuple(dict.fromkeys((*bands, "r")))  # the flux limit is in r
     parts: list[dict[str, np.ndarray]] = []

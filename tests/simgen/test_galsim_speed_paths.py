@@ -1,13 +1,17 @@
 """The fast paths of the GalSim generator (issue 16): every band from one Fourier grid sized for the
-stamp, generator modules imported lazily, and the cluster started while the parameters are drawn."""
+stamp, generator modules imported lazily, and the workers started (forked, GalSim's tables filled) while
+the parameters are drawn."""
 import operator
+import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import galsim
 import numpy as np
 import pytest
 
+from sim2obs import parallel
 from sim2obs.parallel import ClusterInBackground, run_shards
 from sim2obs.simgen import galsim_render as R
 from sim2obs.simgen.galsim_bulge_disk import coerce_config, draw_parameters, galaxy_profile, psf_profile, render_object
@@ -96,16 +100,37 @@ def test_a_worker_importing_the_galsim_generator_skips_the_tng_stack():
     assert res.stdout.splitlines() == ["[]", "sim2obs.simgen.tng_mocks sim2obs.simgen.tng_mocks"]
 
 
-def test_a_cluster_started_in_the_background_runs_the_jobs_and_stops():
-    # (a job importable in the workers: test modules are not on their path)
+def _worker_state() -> tuple[int, str | None]:
+    return os.getpid(), os.environ.get("SIM2OBS_TEST_WARMED")
+
+
+def test_local_workers_are_forked_warmed_up_and_stopped():
+    # Linux: a local run forks its workers from this process; each runs the warm-up once, before any job
+    warm = (os.environ.__setitem__, ("SIM2OBS_TEST_WARMED", "yes"))
+    with ClusterInBackground({"kind": "local", "n_workers": 2}, n_jobs=3, preload=["operator"], warm_up=warm) as started:
+        pool = started.client()
+        assert isinstance(pool, ProcessPoolExecutor)
+        assert run_shards(operator.mul, [(2, 2), (3, 3), (4, 4)], started, progress=False) == [4, 9, 16]
+        states = run_shards(_worker_state, [()] * 6, started, progress=False)
+    pids = {pid for pid, _ in states}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert {warmed for _, warmed in states} == {"yes"}
+    assert "SIM2OBS_TEST_WARMED" not in os.environ  # only the workers ran it
+    with pytest.raises(RuntimeError):  # stopped on exit
+        pool.submit(operator.mul, 1, 1)
+    with ClusterInBackground({"kind": "local"}, n_jobs=1) as one:  # one job: this process, no cluster
+        assert one.client() is None
+        assert run_shards(operator.mul, [(5, 5)], one, progress=False) == [25]
+
+
+def test_without_fork_a_local_run_starts_a_dask_cluster(monkeypatch):
+    # (macOS, Windows: a LocalCluster; a job importable in the workers: test modules are not on their path)
+    monkeypatch.setattr(parallel, "_forks_local_workers", lambda: False)
     with ClusterInBackground({"kind": "local", "n_workers": 2}, n_jobs=3, preload=["operator"]) as started:
         client = started.client()
         assert len(client.scheduler_info()["workers"]) == 2
         assert run_shards(operator.mul, [(2, 2), (3, 3), (4, 4)], started, progress=False) == [4, 9, 16]
     assert client.status == "closed"
-    with ClusterInBackground({"kind": "local"}, n_jobs=1) as one:  # one job: this process, no cluster
-        assert one.client() is None
-        assert run_shards(operator.mul, [(5, 5)], one, progress=False) == [25]
 
 
 def test_an_error_while_the_cluster_starts_is_not_masked():
