@@ -1,7 +1,7 @@
 """Input-pipeline overhead of the training engine (pytest-benchmark; ``pytest benchmarks/ -s``).
 
-Training a small CNN for three epochs through :meth:`Trainer.fit` on 256 GalSim galaxies (64x64 px,
-g/r/i; ~205 in the training split), fed (a) from in-memory tensors (the step-only reference), (b) from
+Training a small CNN for three epochs through :meth:`Trainer.fit` on ``N`` GalSim galaxies (64x64 px,
+g/r/i; default 1024, ~820 in the training split, ``SIM2OBS_BENCH_ENGINE_N``), fed (a) from in-memory tensors (the step-only reference), (b) from
 the galaxy set through ``galaxy_set_dataset`` (split held in memory, read when the dataset is made, which
 is inside the timed fit), (c) the same with ``num_workers=2`` (the engine serves a split held in memory
 in-process: workers would only copy batches between processes), (d) the split read lazily from the shards
@@ -13,6 +13,7 @@ round side by side.
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from torch import nn
 from sim2obs.models.engine import TensorDictDataset, Trainer, TrainerConfig, galaxy_set_dataset
 
 TARGETS = ["log_mstar"]
+N = int(os.environ.get("SIM2OBS_BENCH_ENGINE_N", "1024"))
 torch.set_num_threads(1)  # steadier timings on a few shared cores; the workers are separate processes
 
 
@@ -29,7 +31,7 @@ torch.set_num_threads(1)  # steadier timings on a few shared cores; the workers 
 def galaxy_set(tmp_path_factory):
     from sim2obs.simgen.galsim_bulge_disk import generate
 
-    return generate({"n": 256, "stamp": 64, "shard_size": 128}, tmp_path_factory.mktemp("bench") / "set",
+    return generate({"n": N, "stamp": 64, "shard_size": 256}, tmp_path_factory.mktemp("bench") / "set",
                     cluster={"kind": "synchronous"}, progress=False)
 
 
@@ -73,7 +75,7 @@ def _fit_seconds(train, val, workers: int, out) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("source, workers", [("memory", 0), ("galaxy_set", 0), ("galaxy_set", 2),
-                                             ("galaxy_set_lazy", 2)])
+                                             ("galaxy_set_lazy", 0), ("galaxy_set_lazy", 1), ("galaxy_set_lazy", 2)])
 def test_epoch_input_pipeline(benchmark, tmp_path, galaxy_set, source, workers):
     """Loader + step against step-only: ``RATIO`` = epoch throughput from the galaxy set / from in-memory
     tensors (1.0 = the loader costs nothing), median over rounds, each round timing the in-memory
