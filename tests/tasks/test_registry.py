@@ -1,13 +1,18 @@
-"""Every registered task, both presets: the config composes, the task builds, its metadata holds."""
+"""Every registered task, every preset: the config composes, the task builds, its metadata holds."""
 import pytest
 
 from sim2obs.errors import ConfigError, UnknownNameError
 from sim2obs.tasks import TASKS, build_task, load_task_config
 from sim2obs.tasks.metrics import HIGHER_IS_BETTER
+from sim2obs.tasks.registry import presets
 
 
-@pytest.mark.parametrize("preset", ["quick", "paper"])
-@pytest.mark.parametrize("name", TASKS.names())
+def test_every_task_has_the_quick_and_paper_presets():
+    for name in TASKS.names():
+        assert {"quick", "paper"} <= set(presets(name)), name
+
+
+@pytest.mark.parametrize("name, preset", [(n, p) for n in TASKS.names() for p in presets(n)])
 def test_every_preset_composes_and_builds(name, preset, tmp_path):
     task = build_task(name, load_task_config(name, preset), data_dir=tmp_path)
     meta = task.metadata
