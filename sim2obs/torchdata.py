@@ -7,7 +7,9 @@ Two ways of serving images, chosen per dataset by ``in_memory``:
   read per shard (:meth:`GalaxySet.images`), and items are then rows of those arrays. DataLoader
   workers started by ``fork`` share the arrays copy-on-write; with ``spawn`` each receives a copy.
 - read lazily from the shards (larger splits): each process keeps its own HDF5 handles and dataset
-  objects; a batch is read shard by shard (:meth:`GalaxySetDataset.__getitems__`).
+  objects; a batch is read shard by shard (:meth:`GalaxySetDataset.__getitems__`), and the training
+  engine shuffles such a split in blocks of consecutive objects (:attr:`GalaxySetDataset.read_block`)
+  so that a batch is a few slice reads.
 
 Either way the DataLoader asks for whole batches through ``__getitems__`` (PyTorch's batched-fetch
 protocol), so the per-item Python overhead is paid once per batch wherever it can be.
@@ -48,7 +50,15 @@ class GalaxySetDataset(Dataset):
     ``in_memory``: ``"auto"`` holds the split's images in RAM when they take at most
     ``max_memory_gb`` GiB (float32 bytes of every requested stack), ``True`` always, ``False`` never
     (images read from the shards on access). :attr:`held_in_memory` says which was chosen.
+
+    :attr:`read_block`: how many consecutive objects the training engine shuffles together
+    (:class:`sim2obs.models.engine.data.BlockShuffleSampler`): 8 for a split read lazily (a batch then
+    costs a few slice reads, not one per object), 1 (per-object shuffling) for a held one; set it to 1
+    to shuffle a lazy split object by object.
     """
+
+    #: Consecutive objects shuffled together by the training engine when the split is read lazily.
+    LAZY_READ_BLOCK = 8
 
     def __init__(self, galaxy_set: GalaxySet, split: str | None = None, inputs: Sequence[str] | None = None,
                  targets: Sequence[str] = (), transform: Callable | None = None,
@@ -74,6 +84,7 @@ class GalaxySetDataset(Dataset):
         self.held_in_memory = in_memory is True or (in_memory == "auto"
                                                     and self.image_bytes <= max_memory_gb * 1024 ** 3)
         self._images: dict[str, torch.Tensor] | None = None
+        self.read_block = 1 if self.held_in_memory else self.LAZY_READ_BLOCK
         if self.held_in_memory:
             self._images = {name: torch.from_numpy(galaxy_set.images(name, indices=self.indices))
                             for name in self.inputs}

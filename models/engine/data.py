@@ -18,7 +18,7 @@ from sim2obs.models.engine.config import TrainerConfig
 from sim2obs.models.engine.distributed import _Runtime
 from sim2obs.models.engine.seeding import _STREAM_AUGMENT, _STREAM_EVAL, _STREAM_WORKERS, _derive_seed
 
-__all__ = ["TensorDictDataset", "galaxy_set_dataset"]
+__all__ = ["BlockShuffleSampler", "TensorDictDataset", "galaxy_set_dataset"]
 
 
 class TensorDictDataset(Dataset):
@@ -149,16 +149,47 @@ def eval_loader(rt: _Runtime, cfg: TrainerConfig, dataset: Dataset,
                 _workers_for(dataset, cfg.num_workers))
 
 
+class BlockShuffleSampler(DistributedSampler):
+    """A ``DistributedSampler`` that shuffles blocks of ``block`` consecutive dataset positions instead
+    of single positions: each batch is ``batch / block`` random blocks, which a dataset read lazily from
+    disk serves with a few slice reads instead of one read per object (2-3x the images per second from
+    an uncompressed set, ``benchmarks/test_bench_engine.py``). Each process takes its own stretch of the
+    shuffled order (padded as ``DistributedSampler`` pads); the order is keyed on (seed, epoch)."""
+
+    def __init__(self, dataset: Dataset, block: int, num_replicas: int, rank: int, seed: int,
+                 drop_last: bool = False):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=drop_last)
+        if int(block) < 1:
+            raise Sim2obsValueError("the read block must be at least 1 object", value=block)
+        self.block = int(block)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        n = len(self.dataset)
+        starts = torch.arange(0, n, self.block)[torch.randperm((n + self.block - 1) // self.block, generator=g)]
+        order = [i for s in starts.tolist() for i in range(s, min(s + self.block, n))]
+        if self.drop_last:
+            order = order[:self.total_size]
+        elif order:  # pad with the first positions again, as DistributedSampler does
+            order = (order * (self.total_size // len(order) + 1))[:self.total_size]
+        # each process takes one contiguous stretch of the shuffled order (blocks stay whole)
+        return iter(order[self.rank * self.num_samples:(self.rank + 1) * self.num_samples])
+
+
 class TrainLoader:
-    """The training loader of one process: a shuffled shard (``DistributedSampler``) of ``batch_size /
-    world`` items per step; :meth:`start_epoch` keys the epoch's shuffling, worker seeds and
+    """The training loader of one process: a shuffled shard (``DistributedSampler``; blocks of
+    ``dataset.read_block`` consecutive items when the dataset declares one, :class:`BlockShuffleSampler`)
+    of ``batch_size / world`` items per step; :meth:`start_epoch` keys the epoch's shuffling, worker seeds and
     augmentation draws on (seed, epoch, rank). ``make`` builds the DataLoader (as :func:`make_loader`)."""
 
     def __init__(self, rt: _Runtime, cfg: TrainerConfig, dataset: Dataset,
                  make: Callable[..., DataLoader] = make_loader):
         self.rt, self.seed = rt, cfg.seed
-        self.sampler = DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True,
-                                          seed=cfg.seed, drop_last=False)
+        block = int(getattr(dataset, "read_block", 1))  # lazy galaxy-set splits read runs of objects
+        self.sampler = (BlockShuffleSampler(dataset, block, rt.world, rt.rank, cfg.seed) if block > 1 else
+                        DistributedSampler(dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True,
+                                           seed=cfg.seed, drop_last=False))
         self.generator = torch.Generator()
         workers = _workers_for(dataset, cfg.num_workers)
         self.seeded = _WithEpochSeed(self.sampler) if workers > 0 else None  # persistent workers: _EpochSeeded

@@ -16,6 +16,7 @@ from sim2obs.galaxyset.validation import (check_field_values, check_images, chec
                                           read_shard_metadata, trusted_field_digests, validate_manifest,
                                           verify_set)
 
+_RAW_GAP = 4  # objects of a raw (uncompressed) stack read and dropped rather than starting another read
 _AUTO_IMAGE_SCAN_BYTES = 2 * 1024**3  # below this, opening scans every image for NaN/inf
 
 
@@ -179,6 +180,13 @@ class GalaxySet:
             ds = self._datasets[(shard, stack)] = f[f"images/{stack}"]
         return ds
 
+    def _raw(self, stack: str) -> bool:
+        """Whether ``stack`` is stored uncompressed (checked on shard 0; a set is written one way)."""
+        raw = self.__dict__.setdefault("_raw_stacks", {})
+        if stack not in raw:
+            raw[stack] = self._stack(0, stack).compression is None
+        return raw[stack]
+
     def read_image(self, stack: str, index: int) -> np.ndarray:
         """One object's images ``(channels, height, width)`` float32, checked for NaN/inf."""
         self.schema.stack(stack)
@@ -196,27 +204,36 @@ class GalaxySet:
         """Images of ``split`` (or of explicit global ``indices``, any order, repeats allowed) as one
         array ``(n, C, H, W)``. Each run of consecutive objects in a shard is one slice read (h5py's
         fancy indexing is ~20x slower per object, and reading a whole shard range for a sparse split
-        decompresses objects nobody asked for)."""
+        decompresses objects nobody asked for); on a stack stored raw, objects up to ``_RAW_GAP`` apart
+        count as one run (reading the few objects between costs less than another read)."""
         spec = self.schema.stack(stack)
         idx = np.asarray(list(indices) if indices is not None else self.indices(split), dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"object indices outside [0, {self.n})")
         wanted, inverse = np.unique(idx, return_inverse=True)
         unique = np.empty((len(wanted), *spec.shape), dtype=np.float32)
-        runs = np.flatnonzero(np.diff(wanted) != 1) + 1
+        # one read per run of objects no more than _RAW_GAP apart (the gaps are read and dropped: cheaper
+        # than another h5py call when the stack is stored raw; gzip stacks read exact runs only)
+        gap = 1 + (_RAW_GAP if len(wanted) > 1 and self._raw(stack) else 0)
+        runs = np.flatnonzero(np.diff(wanted) > gap) + 1
         for a, b in zip(np.r_[0, runs], np.r_[runs, len(wanted)]) if len(wanted) else ():
             first, last = int(wanted[a]), int(wanted[b - 1])
-            shard = int(np.searchsorted(self._offsets, first, side="right") - 1)
             while a < b:  # a run may cross shard boundaries
+                shard = int(np.searchsorted(self._offsets, first, side="right") - 1)
                 stop = min(last + 1, int(self._offsets[shard + 1]))
                 lo = first - int(self._offsets[shard])
-                count = stop - first
+                take = int(np.searchsorted(wanted, stop, side="left")) - a  # wanted objects in [first, stop)
                 try:
-                    self._stack(shard, stack).read_direct(unique, np.s_[lo:lo + count], np.s_[a:a + count])
+                    if take == stop - first:  # no gap: straight into the output
+                        self._stack(shard, stack).read_direct(unique, np.s_[lo:lo + take], np.s_[a:a + take])
+                    else:
+                        span = self._stack(shard, stack)[lo:lo + stop - first]
+                        unique[a:a + take] = span[wanted[a:a + take] - first]
                 except OSError as exc:
                     raise DataFormatError(self._shard_files[shard], f"images/{stack}",
                                           f"unreadable near object {first} ({exc})") from None
-                a, first, shard = a + count, stop, shard + 1
+                a = a + take
+                first = int(wanted[a]) if a < b else stop
         out = unique if np.array_equal(wanted, idx) else unique[inverse.reshape(-1)]
         if not np.isfinite(out).all():
             bad = int(idx[np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))[0]])
