@@ -5,7 +5,8 @@ g/r/i; default 1024, ~820 in the training split, ``SIM2OBS_BENCH_ENGINE_N``), fe
 the galaxy set through ``galaxy_set_dataset`` (split held in memory, read when the dataset is made, which
 is inside the timed fit), (c) the same with ``num_workers=2`` (the engine serves a split held in memory
 in-process: workers would only copy batches between processes), (d) the split read lazily from the shards
-(``in_memory=False``) by two persistent DataLoader workers. One intra-op thread.
+(``in_memory=False``; the engine shuffles it in blocks of 8 consecutive objects, ``read_block``) in the
+training process and by one and two persistent DataLoader workers. One intra-op thread.
 Everything else (model, batches, validation, checkpoint) is identical, so the differences are the cost
 of reading, decoding and serving the images. ``RATIO`` lines: throughput relative to (a), taken round by
 round side by side.
