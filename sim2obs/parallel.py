@@ -178,8 +178,8 @@ class ClusterInBackground:
         self._stack = contextlib.ExitStack()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sim2obs-cluster")
         if cfg.get("kind", "local") == "local" and _forks_local_workers():
-            # nothing to start in the background: the pool forks its workers (from this process,
-            # with the parameters it will have drawn) at the first job, in milliseconds
+            # nothing to start in the background: the pool forks its workers now, in milliseconds,
+            # and they warm up while this process prepares the jobs
             self._client: Future = Future()
             self._client.set_result(self._stack.enter_context(dask_client(cfg, n_jobs, preload, warm_up)))
         else:

@@ -53,7 +53,7 @@ def gsparams(cfg: Any):
 
 def warm_worker(cfg: Any) -> None:
     """Fill a worker process's GalSim tables before its first shard: each configured bulge Sersic
-    index's profile tables and the exponential's (~0.1 s per index, otherwise paid inside the first
+    index's profile tables and the exponential's (~0.075 s per index, otherwise paid inside the first
     galaxies drawn with it). Run by each local worker while the parent draws the parameters;
     tables only cache what the drawing computes, so the pixels are the same either way."""
     import galsim

@@ -29,8 +29,8 @@ def make_arrays(n, offset=0, seed=0):
              "ml_g": rng.uniform(0.5, 5, n), "ml_g_err": np.full(n, 0.1), "flag": np.zeros(n, np.int32)})
 
 
-def write_set(path, n=23, shard_size=10, seed=0):
-    writer = GalaxySetWriter(path, SCHEMA, n, shard_size, build_key="test")
+def write_set(path, n=23, shard_size=10, seed=0, compression_level=4):
+    writer = GalaxySetWriter(path, SCHEMA, n, shard_size, build_key="test", compression_level=compression_level)
     writer.prepare()
     codes, _ = assign_splits(n, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
     images, catalog = make_arrays(n, seed=seed)

@@ -5,22 +5,12 @@ import pytest
 import torch
 
 from sim2obs import open_galaxy_set
-from sim2obs.galaxyset import GalaxySetWriter, assign_splits
 from sim2obs.models.engine.data import BlockShuffleSampler
-from tests.test_galaxyset import SCHEMA, make_arrays
+from tests.test_galaxyset import write_set
 
 
 def _write(path, compression: int, n=41, shard_size=6):
-    writer = GalaxySetWriter(path, SCHEMA, n, shard_size, build_key="lazy", compression_level=compression)
-    writer.prepare()
-    codes, _ = assign_splits(n, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
-    images, catalog = make_arrays(n, seed=3)
-    for i in range(writer.n_shards):
-        a, b = writer.shard_range(i)
-        writer.write_shard(i, {k: v[a:b] for k, v in images.items()}, {k: v[a:b] for k, v in catalog.items()},
-                           codes[a:b])
-    writer.finalize("lazy", {"source": "test"})
-    return images
+    return write_set(path, n, shard_size, seed=3, compression_level=compression)[0]
 
 
 @pytest.mark.parametrize("compression", [0, 4])

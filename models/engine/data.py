@@ -153,7 +153,7 @@ class BlockShuffleSampler(DistributedSampler):
     """A ``DistributedSampler`` that shuffles blocks of ``block`` consecutive dataset positions instead
     of single positions: each batch is ``batch / block`` random blocks, which a dataset read lazily from
     disk serves with a few slice reads instead of one read per object (2-3x the images per second from
-    an uncompressed set, ``benchmarks/test_bench_engine.py``). Each process takes its own stretch of the
+    an uncompressed set; ``benchmarks/test_bench_engine.py`` times the lazy path with it). Each process takes its own stretch of the
     shuffled order (padded as ``DistributedSampler`` pads); the order is keyed on (seed, epoch)."""
 
     def __init__(self, dataset: Dataset, block: int, num_replicas: int, rank: int, seed: int,
