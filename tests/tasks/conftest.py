@@ -1,5 +1,6 @@
 """Task tests train tiny networks: one intra-op thread is faster on the few shared CPU cores.
-:func:`run_recording_reads` runs a task while recording the catalogue columns its methods read."""
+:func:`run_recording_reads` runs a task while recording the catalogue columns its methods read; :func:`task_on_set`
+builds a task at its quick preset on a given galaxy set."""
 from dataclasses import replace
 
 import pytest
@@ -46,3 +47,13 @@ def run_recording_reads(task, out_dir):
     finally:
         gs.column, task.methods = column, plain
     return rows, reads, logs
+
+
+def task_on_set(name: str, set_path, data_dir, overrides=()):
+    """Task ``name`` at its quick preset with ``overrides``, reading the galaxy set at ``set_path``."""
+    from sim2obs.tasks import build_task, load_task_config
+    from tests.conftest import SYNC
+
+    cfg = load_task_config(name, "quick", list(overrides))
+    cfg["data"] = {"path": str(set_path)}
+    return build_task(name, cfg, data_dir=data_dir, cluster=SYNC)

@@ -12,6 +12,7 @@ from sim2obs.tasks import metrics as M
 from sim2obs.tasks.ml_ratio import (WeightedL1Loss, fit_power_law, fit_scaling_value, flux_to_luminosity,
                                     image_statistics, log_scale, noise_level, rescale_unit, weighted_median)
 from tests.conftest import SYNC, tiny_config
+from tests.tasks.conftest import task_on_set
 
 METHODS = ["best_constant", "gbm_lg_z", "gi_power_law", "gbm_gi", "gbm_gi_morph", "cnn_gbm"]
 TINY = ["trainer.epochs=1", "ml_cnn_epochs=1", "image_size=42", "lightgbm.min_data_in_leaf=5",
@@ -183,9 +184,7 @@ def ml_set(tmp_path_factory):
 
 
 def _task(ml_set, data_dir, overrides=()):
-    cfg = load_task_config("ml_ratio", "quick", [*TINY, *overrides])
-    cfg["data"] = {"path": str(ml_set)}
-    return build_task("ml_ratio", cfg, data_dir=data_dir, cluster=SYNC)
+    return task_on_set("ml_ratio", ml_set, data_dir, [*TINY, *overrides])
 
 
 def test_labels_of_the_evaluation_split_and_label_features_are_refused(ml_set, tmp_path):

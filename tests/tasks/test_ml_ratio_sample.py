@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from sim2obs.simgen.population import ML_REL_ERR_SPREAD_DEX, ml_relative_error
-from sim2obs.tasks import build_task, load_task_config
 from sim2obs.tasks.ml_ratio.sample import (B_MINUS_G, MU_25, aperture_fluxes, crop_centre, cutout_sides,
                                            d25_arcsec, noisy_labels)
 from tests.conftest import SYNC, tiny_config
+from tests.tasks.conftest import task_on_set
 
 TINY = ["trainer.epochs=1", "ml_cnn_epochs=1", "image_size=42", "lightgbm.min_data_in_leaf=5",
         "lightgbm_rounds=40", "early_stopping_rounds=10", "importance_repeats=1", "gi_morph_top_features=20"]
@@ -96,9 +96,7 @@ def gi_set(tmp_path_factory):
 
 
 def _task(gi_set, data_dir, overrides=()):
-    cfg = load_task_config("ml_ratio", "quick", [*TINY, *overrides])
-    cfg["data"] = {"path": str(gi_set)}
-    return build_task("ml_ratio", cfg, data_dir=data_dir, cluster=SYNC)
+    return task_on_set("ml_ratio", gi_set, data_dir, [*TINY, *overrides])
 
 
 def test_the_sample_labels_and_measurements_of_the_task(gi_set, tmp_path):
