@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,9 +188,19 @@ def _configure_sqlite(engine: Engine) -> None:
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN
         cur = dbapi_connection.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")  # first: everything below may wait for other writers
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        # WAL is a property of the file, set once. Switching to it needs an exclusive lock and can fail
+        # at once with "database is locked" (no busy handler) while another submitter writes, so a
+        # connection that finds the file in WAL already leaves it alone, and the switch is retried.
+        deadline = time.monotonic() + 60.0
+        while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         cur.close()
 
     @event.listens_for(engine, "begin")
