@@ -45,7 +45,7 @@ from sim2obs.models.engine.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VER
 from sim2obs.models.engine.config import (BF16_CPU_MIN_PX, OPTIMISERS, PRECISIONS, SCHEDULES, AugmentConfig,
                                           StageConfig, TrainerConfig, _augment_config, _native_bf16, _stages,
                                           load_trainer_config, resolve_precision, small_input_precision,
-                                          validate_config)
+                                          trainer_identity, validate_config)
 from sim2obs.models.engine.data import (TensorDictDataset, _EpochSeeded, _WithEpochSeed, _workers_for,
                                         galaxy_set_dataset)
 from sim2obs.models.engine.distributed import _all_reduce_sum, _dist, _Runtime
@@ -61,6 +61,7 @@ from sim2obs.models.engine.trainer import Trainer, _as_float, _model_input, _poi
 __all__ = [
     "AugmentConfig", "FitResult", "StageConfig", "TensorDictDataset", "Trainer", "TrainerConfig",
     "galaxy_set_dataset", "load_trainer_config", "main", "model_target", "plot_curves",
-    "record_run", "resolve_precision", "seed_everything", "small_input_precision", "validate_config",
+    "record_run", "resolve_precision", "seed_everything", "small_input_precision", "trainer_identity",
+    "validate_config",
     "write_metrics", "write_predictions",
 ]

@@ -14,7 +14,7 @@ from sim2obs.errors import ConfigError
 from sim2obs.models.augment import DIHEDRAL, PADDING_MODES
 
 __all__ = ["AugmentConfig", "StageConfig", "TrainerConfig", "load_trainer_config", "resolve_precision",
-           "small_input_precision", "validate_config"]
+           "small_input_precision", "trainer_identity", "validate_config"]
 
 OPTIMISERS = ("adam", "adamw", "nadam", "sgd")
 SCHEDULES = ("none", "cosine", "cosine_restarts", "plateau")
@@ -91,6 +91,10 @@ class TrainerConfig:
         augment: training augmentation, or None for none.
         tta: dihedral transforms (0-7) averaged by ``predict(..., tta=True)``.
         restore_best: after training, load the weights of the best validation epoch.
+        precise_bn_batches: before each validation, re-estimate the running statistics of every
+            BatchNorm layer from this many training batches, unaugmented like the evaluation
+            inputs (:mod:`.precise_bn`); 0 keeps the moving averages of training. The global
+            random state is left as it was, so the weights train exactly as without it.
         progress: show a progress bar per epoch.
     """
 
@@ -123,6 +127,7 @@ class TrainerConfig:
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)
     tta: list[int] = field(default_factory=lambda: list(DIHEDRAL))
     restore_best: bool = True
+    precise_bn_batches: int = 0
     progress: bool = True
 
 
@@ -178,6 +183,17 @@ def _augment_config(cfg: TrainerConfig) -> AugmentConfig | None:
     return a if a is None or isinstance(a, AugmentConfig) else AugmentConfig(**to_plain(a))
 
 
+def trainer_identity(cfg: Any) -> dict[str, Any]:
+    """The settings of ``cfg`` (a :class:`TrainerConfig` or its dict) that name a run: all but the
+    display setting ``progress``, and ``precise_bn_batches`` only when on (runs recorded before
+    it existed keep their names)."""
+    out = dict(to_plain(cfg))
+    out.pop("progress", None)
+    if not out.get("precise_bn_batches"):
+        out.pop("precise_bn_batches", None)
+    return out
+
+
 def validate_config(cfg: TrainerConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid setting."""
 
@@ -213,6 +229,8 @@ def validate_config(cfg: TrainerConfig) -> None:
          cfg.max_grad_norm)
     need(len(cfg.tta) > 0 and all(k in DIHEDRAL for k in cfg.tta), "tta",
          "must list dihedral transform indices", list(cfg.tta), "0..7")
+    need(int(cfg.precise_bn_batches) == cfg.precise_bn_batches and cfg.precise_bn_batches >= 0,
+         "precise_bn_batches", "must be an integer >= 0 (0 disables)", cfg.precise_bn_batches)
     for i, stage in enumerate(_stages(cfg)):
         need(int(stage.epochs) >= 1, f"stages.{i}.epochs", "must be at least 1", stage.epochs)
         need(stage.trainable is None or len(stage.trainable) > 0, f"stages.{i}.trainable",

@@ -22,12 +22,13 @@ from sim2obs.errors import Sim2obsValueError
 from sim2obs.models.augment import Augment, tta_mean
 from sim2obs.models.engine.checkpoints import (_Progress, load_checkpoint, restore_best, resume_progress,
                                                resume_rng, resume_stage, save_checkpoints)
-from sim2obs.models.engine.config import TrainerConfig, _augment_config, validate_config
+from sim2obs.models.engine.config import TrainerConfig, _augment_config, trainer_identity, validate_config
 from sim2obs.models.engine.data import TrainLoader, eval_loader, make_loader
 from sim2obs.models.engine.distributed import (_all_reduce_sum, _Runtime, all_gather, barrier, broadcast_buffers,
                                                setup_runtime, wrap_ddp)
 from sim2obs.models.engine.records import (CURVE, FitResult, _append_metrics, _describe, model_target, plot_curves,
                                            record_run, write_metrics, write_predictions)
+from sim2obs.models.engine.precise_bn import recompute_batchnorm_statistics
 from sim2obs.models.engine.seeding import seed_everything
 from sim2obs.models.engine.stages import StagePlan, check_prefixes, setup_stage
 from sim2obs.provenance import stable_hash
@@ -143,9 +144,7 @@ class Trainer:
 
     def _identity(self, cfg: TrainerConfig, model: nn.Module, model_config: Any) -> dict:
         """What names a run: trainer config (less display settings), model, loss, augmentation."""
-        trainer = to_plain(cfg)
-        trainer.pop("progress")
-        identity = {"trainer": trainer,
+        identity = {"trainer": trainer_identity(cfg),
                     "model": to_plain(model_config) if model_config is not None else {"_target_": model_target(model)},
                     "loss": _describe(self.loss), "augment": _describe(self.augment)}
         if self.regulariser is not None:  # absent otherwise: hashes of runs without one are unchanged
@@ -205,6 +204,8 @@ class Trainer:
                 aug_gen = train.start_epoch(epoch)
                 train_loss = self._train_epoch(rt, cfg, net, opt, sched, scaler, train.loader, loss_fn, augment,
                                                aug_gen, f"epoch {epoch + 1}/{cfg.epochs}")
+                if cfg.precise_bn_batches:
+                    self._precise_bn(rt, cfg, model, train.loader)
                 broadcast_buffers(model)  # evaluate every shard with rank 0's batch-norm statistics
                 val_loss = self._evaluate(rt, model, val_loader, loss_fn)
                 if cfg.schedule == "plateau":
@@ -291,6 +292,24 @@ class Trainer:
         if not math.isfinite(loss_sum / n):
             raise Sim2obsValueError(f"training diverged in {desc} (non-finite loss)", value=loss_sum / n)
         return loss_sum / n
+
+    def _precise_bn(self, rt: _Runtime, cfg: TrainerConfig, model: nn.Module, loader: DataLoader) -> None:
+        """Re-estimate the batch-norm statistics of ``model`` from the first ``cfg.precise_bn_batches``
+        batches of this epoch's training order, *not* augmented: the statistics are those of the
+        inputs the network is evaluated on (free rotations pad corners and interpolate, which shifts
+        them; on multibranch_mass, statistics of augmented batches left a 0.26 dex bias in M_tot
+        where unaugmented ones left 0.03). The global random state (dropout draws) is restored."""
+
+        def forward(net: nn.Module, batch: Mapping[str, Any]) -> None:
+            inputs, _ = self._to_device(rt, batch)
+            with rt.autocast():
+                net(_model_input(self._memory_format(rt, inputs)))
+
+        model.train()
+        if self.freeze_frozen_norms:
+            freeze_norms_without_trainable_parameters(model)
+        with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+            recompute_batchnorm_statistics(model, loader, forward, int(cfg.precise_bn_batches))
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -17,7 +17,7 @@ from sim2obs.atomic import atomic_write
 from sim2obs.device import select_device
 from sim2obs.errors import ConfigError
 from sim2obs.models import build_model
-from sim2obs.models.engine import seed_everything
+from sim2obs.models.engine import seed_everything, trainer_identity
 from sim2obs.models.gaussian_head import (RECALIBRATION_LEVELS, GaussianDraw, NLLWithMeanMSE, apply_width_scale,
                                           fit_width_scale, flatten_draws, gaussian_loss, output_width)
 from sim2obs.models.uncertainty import sample_posterior
@@ -77,8 +77,7 @@ class _Networks:
         self._datasets = None
 
     def key(self, model_cfg: Mapping[str, Any], rate: float) -> dict:
-        trainer = asdict(network_trainer_config(self.trainer_cfg, model_cfg))
-        trainer.pop("progress", None)
+        trainer = trainer_identity(network_trainer_config(self.trainer_cfg, model_cfg))
         return {"task": self.task.name, "version": self.task.metadata.version,
                 "data": self.task.galaxy_set.content_hash, "model": dict(model_cfg), "dropout": float(rate),
                 "aleatoric": self.c.aleatoric, "log_targets": list(self.c.log_targets),

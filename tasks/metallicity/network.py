@@ -13,7 +13,7 @@ from torch import nn
 from sim2obs.config import to_plain
 from sim2obs.errors import ConfigError
 from sim2obs.models import build_model
-from sim2obs.models.engine import seed_everything, small_input_precision
+from sim2obs.models.engine import seed_everything, small_input_precision, trainer_identity
 from sim2obs.models.resnet import load_torchvision_state_dict
 from sim2obs.tasks.base import MethodOutput
 from sim2obs.tasks.common.networks import fit_folder, guard_lone_batch, predict_in_order, split_dataset, task_trainer
@@ -114,7 +114,7 @@ def run_network(task: "MetallicityTask", workdir: Path, size: int | None, colour
     tcfg, augment, notes = _schedule(task, tcfg, model, data)
     fit_identity = {"data": task.galaxy_set.content_hash, "split": cfg.eval_split, "size": size,
                     "min_size": min_size, "pretrained": pretrained_id, "rgb": asdict(cfg.rgb), "model": model_cfg,
-                    "trainer": to_plain(tcfg), "augment": cfg.augment, "target_scale": [mu, sd]}
+                    "trainer": trainer_identity(tcfg), "augment": cfg.augment, "target_scale": [mu, sd]}
     if colour is not None or label_noise > 0:  # only then: the other methods keep their fit folders
         fit_identity.update(colour=colour, label_noise=float(label_noise))
     if target != TARGET:

@@ -48,8 +48,11 @@ Methods (in the order they run)
                           one network per target); MSE on targets standardised with the training
                           mean and standard deviation; Adam with cosine annealing (paper Table 2:
                           batch 40, lr 1e-4, 200 epochs); the epoch of lowest validation loss is kept
-                          (§4). The evaluation split's labels are never read (its datasets get
-                          placeholder targets);
+                          (§4). In the quick presets (~10 batches an epoch) the batch-norm statistics
+                          are re-estimated from unaugmented training batches before each validation
+                          (``trainer.precise_bn_batches``): their moving averages had left every
+                          network with maps biased by up to 0.2 dex. The evaluation split's labels
+                          are never read (its datasets get placeholder targets);
     ``cnn_<variant>``     with ``ablation.enabled`` (the quick preset: ``image`` and ``maps``, so
                           image + maps = the ``cnn`` is measured against either alone in the main
                           job; every variant in ``configs/task/multibranch_mass/ablation.yaml``):

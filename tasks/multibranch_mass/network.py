@@ -15,7 +15,7 @@ from torch import nn
 from sim2obs.atomic import atomic_write
 from sim2obs.config import to_plain
 from sim2obs.models import build_model
-from sim2obs.models.engine import seed_everything, small_input_precision
+from sim2obs.models.engine import seed_everything, small_input_precision, trainer_identity
 from sim2obs.tasks import metrics as M
 from sim2obs.tasks.base import MethodOutput
 from sim2obs.tasks.common.networks import fit_folder, guard_lone_batch, predict_in_order, split_dataset, task_trainer
@@ -64,7 +64,7 @@ def _fit_identity(task: "MultibranchMassTask", inputs: tuple[str, ...], px: int,
             "scaling": {b: asdict(task.scaling(b, px)) for b in inputs},
             "targets": [task.targets[k] for k in cols],
             "target_scale": [scaler.mean_[cols].tolist(), scaler.scale_[cols].tolist()],
-            "model": model_cfg, "trainer": {k: v for k, v in to_plain(tcfg).items() if k != "progress"}}
+            "model": model_cfg, "trainer": trainer_identity(tcfg)}
 
 
 def run_network(task: "MultibranchMassTask", workdir: Path, inputs: Sequence[str], px: int,
