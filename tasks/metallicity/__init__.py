@@ -67,12 +67,14 @@ Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`Metallicity
     (Fig. 4); ``mzr_oracle.csv`` (``mzr_oracle``): every method's RMSE against two MZR-only
     oracles at the *true* M* (the exact Tremonti MZR, and a cubic in log M* fitted to the training
     labels), with paired bootstrap errors of the differences (:func:`~.report.oracle_comparison`):
-    do the images say more than M*?
+    do the images say more than M*? Its ``image_truth_ceiling`` row (simulated sets) is a LightGBM
+    on the exact values of what an image shows (magnitudes, sizes, axis ratio, B/T;
+    :func:`~.references.image_truth_ceiling`): the best any image method can do on the set.
 
 Layout of the package: ``config`` (settings, constants), ``preprocessing`` (Lupton RGB,
 re-binning), ``training`` (RMSE loss, dihedral augmentation, the staged schedule), ``baselines``
 (mean, random forest), ``network`` (``cnn`` and the resolution study), ``report`` (MZR and
-resolution tables and figures), ``task`` (the declaration: metadata, data binding, methods,
+resolution tables and figures), ``references`` (the image-truth ceiling), ``task`` (the declaration: metadata, data binding, methods,
 evaluation).
 """
 from sim2obs.tasks.metallicity.config import (AUGMENTS, BANDS, STACK, TARGET, MetallicityConfig, MZRConfig,

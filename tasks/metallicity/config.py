@@ -96,7 +96,7 @@ class MetallicityConfig(TaskConfig):
     O/H of the paper's MPA-JHU sample exists only for them (a set without ``log_sfr``, e.g. a real
     catalogue already selected, is used whole and the run info says so); ``mzr_oracle``: run the
     ``mzr_oracle`` reference (the exact Tremonti MZR at the *true* M*: it reads a label, an upper
-    bound of what M* alone gives, not a method to rank); ``label_noise``: the §5.2 study, one
+    bound of what M* alone gives, not a method to rank) and the ``image_truth_ceiling`` reference; ``label_noise``: the §5.2 study, one
     ``label_noise_<sigma>`` method per sigma (dex): the ``cnn`` trained and selected on labels with
     added N(0, sigma) scatter, scored against the true ones; ``colour_study``: the Fig. 4 colour
     study, ``"r"`` (r band copied to all three channels) and/or ``"gr"`` (R = r, B = g, G their mean),

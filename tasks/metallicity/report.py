@@ -14,6 +14,7 @@ from sim2obs.tasks import metrics as M
 from sim2obs.tasks import plots
 from sim2obs.tasks.base import PREDICTIONS_FILE, Predictions, write_csv_rows
 from sim2obs.tasks.metallicity.config import MZRConfig
+from sim2obs.tasks.metallicity.references import image_truth_ceiling
 
 if TYPE_CHECKING:
     from sim2obs.tasks.metallicity.task import MetallicityTask
@@ -258,12 +259,14 @@ def fit_mzr_oracle(task: "MetallicityTask", degree: int = 3) -> np.polynomial.Po
     return np.polynomial.Polynomial.fit(mass, task.labels("train")[:, 0], degree)
 
 
-def oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray]) -> list[dict]:
+def oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray],
+                      references: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Each method's RMSE against two MZR-only oracles that read the *true* stellar mass (what M*
     alone can say; references that read labels, not methods): ``mzr_oracle``, the exact Tremonti
     MZR (Wu & Boada eq. 3), and ``mzr_fit_oracle``, a cubic in log M* fitted to the training split
     (:func:`fit_mzr_oracle`: no offset of the simulated sample from the published relation helps a
-    method). On the task's bootstrap resamples of the evaluation split
+    method). ``references`` (e.g. :func:`~.references.image_truth_ceiling`) get rows like the
+    methods', listed first. On the task's bootstrap resamples of the evaluation split
     (:func:`sim2obs.tasks.bootstrap.bootstrap_indices`, the same as the recorded errors): ``rmse``,
     ``rmse_err``, the paired differences ``rmse - oracle_rmse`` (``minus_oracle``) and
     ``rmse - fit_oracle_rmse`` (``minus_fit_oracle``) with their 1σ errors, and the fractions of
@@ -282,7 +285,7 @@ def oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray]) -> 
 
     reps: dict[str, Replicates] = {}
     values: dict[str, float] = {}
-    for name, z in {**oracles, **preds}.items():
+    for name, z in {**oracles, **(references or {}), **preds}.items():
         p = Predictions(truth.ids, np.asarray(z, float).reshape(-1, 1), task.targets)
         reps[name] = replicate_metrics(score, p, truth, idx)
         values[name] = score(p, truth)["rmse"]
@@ -301,8 +304,14 @@ def oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray]) -> 
 
 
 def write_oracle_comparison(task: "MetallicityTask", preds: dict[str, np.ndarray], out_dir: Path) -> list[dict]:
-    """``mzr_oracle.csv``: :func:`oracle_comparison` (the paper's test that images say more than M*)."""
-    rows = oracle_comparison(task, preds) if len(task.truth(task.config.eval_split).ids) > 1 else []
+    """``mzr_oracle.csv``: :func:`oracle_comparison` (the paper's test that images say more than M*),
+    with the ``image_truth_ceiling`` reference row on simulated sets (:func:`~.references.image_truth_ceiling`;
+    its LightGBM run in ``out_dir/image_truth_ceiling/``): what the exact values of everything the
+    images show allow, so whether beating the oracle is possible at all on the set."""
+    if len(task.truth(task.config.eval_split).ids) <= 1:
+        return []
+    ceiling = image_truth_ceiling(task, Path(out_dir) / "image_truth_ceiling")
+    rows = oracle_comparison(task, preds, {} if ceiling is None else {"image_truth_ceiling": ceiling})
     if rows:
         write_csv_rows(Path(out_dir) / "mzr_oracle.csv", rows)
     return rows

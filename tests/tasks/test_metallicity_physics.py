@@ -2,6 +2,9 @@
 relation, structure terms), the task's star-forming sample and its §5.2 label-noise injection."""
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -129,8 +132,19 @@ def test_studies_run_and_the_oracle_comparison_is_paired(tmp_path):
     assert np.all(z <= mass_metallicity(np.array([11.5]))[0] + 1e-12)
     assert np.median(z) == pytest.approx(mass_metallicity(np.array([fig5["predicted_log_mstar_median"]]))[0], abs=0.02)
     table = {r["method"]: r for r in csv.DictReader(open(tmp_path / "out" / "mzr_oracle.csv"))}
-    assert set(table) == {"mzr_oracle", "mzr_fit_oracle", "mean", "label_noise_0.1", "colour_r", "mzr_of_cnn_mstar"}
+    assert set(table) == {"mzr_oracle", "mzr_fit_oracle", "image_truth_ceiling", "mean", "label_noise_0.1",
+                          "colour_r", "mzr_of_cnn_mstar"}
     truth = task.truth("test")
+    # the ceiling: LightGBM on the exact image-visible truths (no redshift, mass or SFR), saved and re-read
+    import lightgbm as lgb
+
+    from sim2obs.tasks.metallicity.references import IMAGE_TRUTHS
+    run = json.loads((tmp_path / "out" / "image_truth_ceiling" / "run.json").read_text())
+    assert run["config"]["features"] == list(IMAGE_TRUTHS) and "redshift" not in IMAGE_TRUTHS
+    booster = lgb.Booster(model_file=str(tmp_path / "out" / "image_truth_ceiling" / "model.txt"))
+    x = np.stack([task.galaxy_set.column(c, "test")[task.selection("test")] for c in IMAGE_TRUTHS], axis=1)
+    ceiling = float(np.sqrt(np.mean((booster.predict(x) - truth.values[:, 0]) ** 2)))
+    assert float(table["image_truth_ceiling"]["rmse"]) == pytest.approx(ceiling, abs=1e-5)
     oracle = float(np.sqrt(np.mean((mass_metallicity(truth.extra["log_mstar"]) - truth.values[:, 0]) ** 2)))
     assert float(table["mzr_oracle"]["rmse"]) == pytest.approx(oracle, abs=1e-5)
     # the fitted oracle: a cubic in the true log M* fitted to the (star-forming) training labels
@@ -162,3 +176,11 @@ def test_the_cnn_is_deterministic_given_its_seed(tmp_path):
 
     a, b, c = run("a", 0), run("b", 0), run("c", 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_the_image_truth_ceiling_needs_the_generator_truths():
+    """A set without the generator's structural columns (a real survey set) gets no ceiling row."""
+    from sim2obs.tasks.metallicity.references import image_truth_ceiling
+
+    schema = SimpleNamespace(column_names=("id", "oh12", "mag_g", "mag_r", "mag_i"))
+    assert image_truth_ceiling(SimpleNamespace(galaxy_set=SimpleNamespace(schema=schema)), None) is None

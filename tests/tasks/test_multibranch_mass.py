@@ -151,7 +151,7 @@ def test_presets_compose_and_bad_settings_are_refused(tmp_path):
     t = quick.trainer_config()
     assert (t.optimiser, t.schedule, t.batch_size, t.epochs) == ("adam", "cosine", 40, 16)
     assert t.augment.rotate and t.augment.flip and t.augment.zoom == [1.0, 1.0]  # no zoom: maps span 6 R_half
-    assert t.precise_bn_batches == 5  # ~10 batches an epoch: batch-norm statistics re-estimated (ablation too)
+    assert t.precise_bn_batches == 2  # ~10 batches an epoch: batch-norm statistics re-estimated (ablation too)
     paper = build_task("multibranch_mass", load_task_config("multibranch_mass", "paper"), data_dir=tmp_path)
     t = paper.trainer_config()
     assert (t.epochs, t.lr, t.batch_size, t.augment) == (200, 1e-4, 40, None) and paper.config.image_resolution == 300
