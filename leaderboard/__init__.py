@@ -14,9 +14,9 @@ records every row (:mod:`sim2obs.leaderboard.transfer`); the transfer board and 
 Command line: ``sim2obs leaderboard show | submit | record-transfer | page | verify`` (``--help`` on each).
 """
 from sim2obs.leaderboard.board import MIN_SEEDS_RANKED, Leaderboard, RunInfo
-from sim2obs.leaderboard.page import build_page
+from sim2obs.leaderboard.page import adopt_plots, build_page
 from sim2obs.leaderboard.ranking import Entry, aggregate, rank, to_csv, to_markdown, to_text
 from sim2obs.leaderboard.submission import read_predictions, write_csv
 
-__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "build_page", "Entry", "aggregate", "rank", "to_text",
+__all__ = ["Leaderboard", "RunInfo", "MIN_SEEDS_RANKED", "adopt_plots", "build_page", "Entry", "aggregate", "rank", "to_text",
            "to_markdown", "to_csv", "read_predictions", "write_csv"]

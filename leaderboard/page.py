@@ -75,6 +75,28 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _plot_dir(site_dir: Path, run_id: int) -> Path:
+    return Path(site_dir) / "plots" / f"run-{run_id}"
+
+
+def adopt_plots(run_id: int, drawn, site_dir: str | os.PathLike) -> list[Path]:
+    """Give the page of ``site_dir`` the plots a task has just drawn for a run it recorded (the
+    files :meth:`Task.plot` wrote beside the run's predictions: the drawing :func:`run_plots` would
+    repeat from the stored copy of those predictions), copied into the run's plot folder unless it
+    holds plots already. Returns the copied paths."""
+    drawn = [Path(p) for p in drawn if Path(p).suffix == ".png" and Path(p).is_file()]
+    out_dir = _plot_dir(Path(site_dir), run_id)
+    if not drawn or (out_dir.is_dir() and any(out_dir.glob("*.png"))):
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in drawn:
+        target = out_dir / path.name
+        atomic_write(target, lambda f, src=path: f.write(src.read_bytes()))
+        copied.append(target)
+    return copied
+
+
 def run_plots(run, task, out_dir: Path) -> list[Path]:
     """The task's plots for one stored run (predicted vs true, residuals, coverage), drawn
     into ``out_dir`` once and listed by file name (the same order on every build); [] when the
@@ -176,11 +198,14 @@ def _best_run(runs):
 
 
 def _plots_for(run, factory, out: Path, log) -> list[str]:
+    folder = _plot_dir(out, run.id)
+    if folder.is_dir() and any(folder.glob("*.png")):  # drawn before, or adopted (adopt_plots)
+        return [str(p.relative_to(out)) for p in sorted(folder.glob("*.png"), key=lambda p: p.name)]
     task = factory(run)
     if task is None:
         return []
     try:
-        paths = run_plots(run, task, out / "plots" / f"run-{run.id}")
+        paths = run_plots(run, task, folder)
     except Exception as exc:  # noqa: BLE001 - a page without plots beats no page
         log(f"plots of run {run.id} unavailable: {exc}")
         return []

@@ -112,7 +112,7 @@ def run_tasks(cfg, log: Callable[[str], None] | None = None) -> list[dict]:
     board_cfg = cfg.get("leaderboard") or {}
     board = None
     if board_cfg.get("record", True):
-        from sim2obs.leaderboard import Leaderboard
+        from sim2obs.leaderboard import Leaderboard, adopt_plots
 
         board = Leaderboard(url=board_cfg.get("url"), results_dir=results_dir)
     rows = []
@@ -124,6 +124,9 @@ def run_tasks(cfg, log: Callable[[str], None] | None = None) -> list[dict]:
         if board is not None:
             for row, run in zip(task_rows, board.record_task_rows(task, task_rows, out)):
                 row["leaderboard_run"] = run.id
+                if board_cfg.get("page", True):  # the page shows the plots the task just drew
+                    adopt_plots(run.id, [out / row["method"] / name for name in row.get("plots", [])],
+                                results_dir / "leaderboard")
         rows.extend(task_rows)
     if board is not None and board_cfg.get("page", True):
         from sim2obs.leaderboard import build_page

@@ -465,8 +465,7 @@ class Task:
             replicates[method.name] = self._replicates(aligned, truth)
             pred_path = preds.save(mdir / PREDICTIONS_FILE.format(split=split), task=self.name, split=split,
                                    method=method.name)
-            if self.config.plots:
-                self.plot(aligned, truth, mdir)
+            drawn = [p.name for p in self.plot(aligned, truth, mdir)] if self.config.plots else []
             row = {
                 "task": self.name, "task_version": self.metadata.version, "method": method.name,
                 "kind": method.kind, "description": method.description, "split": split,
@@ -477,6 +476,7 @@ class Task:
                 "data": self.data_identity, "method_config": method.config, "task_config": to_plain(self.config),
                 "info": output.info, "wall_seconds": wall, "predictions": pred_path.name,
                 "predictions_sha256": file_sha256(pred_path), "run_key": key, "package_versions": package_versions(),
+                "plots": drawn,
             }
             atomic_write(done, lambda f: f.write(json.dumps(row, indent=2, default=str) + "\n"), mode="w")
             log(f"  {self.name}/{method.name}: {row['main_score']} = {row['value']:.4g} ({wall:.1f} s)")

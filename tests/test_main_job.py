@@ -58,6 +58,18 @@ def test_main_job_prints_one_table_for_every_task(main_job):
     assert (main_job["root"] / "results" / "leaderboard" / "index.html").exists()
 
 
+def test_the_page_shows_the_plots_the_tasks_drew(main_job):
+    """The page does not draw the main job's plots again: it gets the task's own files."""
+    rows = json.loads((main_job["root"] / "results" / "results.json").read_text())
+    site = main_job["root"] / "results" / "leaderboard"
+    for r in rows:
+        folder = main_job["root"] / "results" / r["task"] / "quick" / "seed-0" / r["method"]
+        page = site / "plots" / f"run-{r['leaderboard_run']}"
+        assert r["plots"] and sorted(p.name for p in page.glob("*.png")) == sorted(r["plots"]), r["method"]
+        for name in r["plots"]:
+            assert (page / name).read_bytes() == (folder / name).read_bytes()
+
+
 def test_leaderboard_show_lists_every_tasks_runs(main_job):
     out = run(["leaderboard", "show"], main_job["env"]).stdout
     for task in ("ml_ratio", "metallicity", "bt_posterior", "multibranch_mass"):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from sim2obs.leaderboard import Leaderboard, RunInfo, build_page
+from sim2obs.leaderboard import Leaderboard, RunInfo, adopt_plots, build_page
 from tests.conftest import CLI
 from tests.toy_task import ToyTask, noisy_predictions
 
@@ -38,6 +38,30 @@ def test_plot_order_is_the_same_on_every_build(board_with_runs, tmp_path):
     assert first and first == second
     per_run = [s for s in first if s.startswith("plots/run-1/")]
     assert per_run == sorted(per_run) and any("coverage" in s for s in per_run)
+
+
+def test_adopted_plots_are_shown_without_drawing_again(board_with_runs, tmp_path):
+    """The main job hands the page the plots its tasks drew (adopt_plots): the page lists them and
+    builds no task for those runs; a run's plots, once there, are never replaced."""
+    board, toy = board_with_runs
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    (drawn / "b.png").write_bytes(b"png b")
+    (drawn / "a.png").write_bytes(b"png a")
+    (drawn / "notes.txt").write_text("not a plot")
+    run_ids = [r.id for r in board.runs()]
+    for run_id in run_ids:
+        copied = adopt_plots(run_id, [drawn / "b.png", drawn / "a.png", drawn / "notes.txt", drawn / "gone.png"],
+                             tmp_path / "site")
+        assert [p.name for p in copied] == ["b.png", "a.png"]
+    (drawn / "a.png").write_bytes(b"changed")
+    assert adopt_plots(run_ids[0], [drawn / "a.png"], tmp_path / "site") == []  # never replaced
+    built = []
+    index = build_page(board, tmp_path / "site", task_factory=lambda run: built.append(run.id) or toy)
+    assert built == []  # every run had its plots
+    srcs = _img_srcs(index.read_text())
+    assert f"plots/run-{run_ids[0]}/a.png" in srcs and f"plots/run-{run_ids[0]}/b.png" in srcs
+    assert (tmp_path / "site" / "plots" / f"run-{run_ids[0]}" / "a.png").read_bytes() == b"png a"
 
 
 def test_the_table_can_be_downloaded_as_csv(board_with_runs, tmp_path):
