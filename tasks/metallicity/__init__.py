@@ -67,9 +67,10 @@ Diagnostics (written by :meth:`MetallicityTask.summarise` and :meth:`Metallicity
     (Fig. 4); ``mzr_oracle.csv`` (``mzr_oracle``): every method's RMSE against two MZR-only
     oracles at the *true* M* (the exact Tremonti MZR, and a cubic in log M* fitted to the training
     labels), with paired bootstrap errors of the differences (:func:`~.report.oracle_comparison`):
-    do the images say more than M*? Its ``image_truth_ceiling`` row (simulated sets) is a LightGBM
-    on the exact values of what an image shows (magnitudes, sizes, axis ratio, B/T;
-    :func:`~.references.image_truth_ceiling`): the best any image method can do on the set.
+    do the images say more than M*? Its ``image_truth_ceiling`` row (sets of the ``galsim``
+    generator) is a LightGBM on the exact values of what an image shows (magnitudes, sizes, axis
+    ratio, B/T), trained on 40 000 fresh draws of the set's population
+    (:func:`~.references.image_truth_ceiling`): the best any image method can do on the set.
 
 Layout of the package: ``config`` (settings, constants), ``preprocessing`` (Lupton RGB,
 re-binning), ``training`` (RMSE loss, dihedral augmentation, the staged schedule), ``baselines``

@@ -141,6 +141,7 @@ def test_studies_run_and_the_oracle_comparison_is_paired(tmp_path):
     from sim2obs.tasks.metallicity.references import IMAGE_TRUTHS
     run = json.loads((tmp_path / "out" / "image_truth_ceiling" / "run.json").read_text())
     assert run["config"]["features"] == list(IMAGE_TRUTHS) and "redshift" not in IMAGE_TRUTHS
+    assert "drawn afresh" in run["config"]["trained_on"]  # not the set's few training galaxies
     booster = lgb.Booster(model_file=str(tmp_path / "out" / "image_truth_ceiling" / "model.txt"))
     x = np.stack([task.galaxy_set.column(c, "test")[task.selection("test")] for c in IMAGE_TRUTHS], axis=1)
     ceiling = float(np.sqrt(np.mean((booster.predict(x) - truth.values[:, 0]) ** 2)))
