@@ -465,7 +465,7 @@ class Task:
             replicates[method.name] = self._replicates(aligned, truth)
             pred_path = preds.save(mdir / PREDICTIONS_FILE.format(split=split), task=self.name, split=split,
                                    method=method.name)
-            drawn = [p.name for p in self.plot(aligned, truth, mdir)] if self.config.plots else []
+            drawn = [Path(p).name for p in (self.plot(aligned, truth, mdir) or [])] if self.config.plots else []
             row = {
                 "task": self.name, "task_version": self.metadata.version, "method": method.name,
                 "kind": method.kind, "description": method.description, "split": split,
