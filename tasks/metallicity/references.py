@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim2obs.tasks.common.boosting import lightgbm_params, predict_booster, train_booster
-from sim2obs.tasks.metallicity.config import LOG_SSFR_STAR_FORMING
 
 if TYPE_CHECKING:
     from sim2obs.tasks.metallicity.task import MetallicityTask
@@ -38,13 +37,14 @@ def _fresh_population(task: "MetallicityTask") -> dict[str, np.ndarray] | None:
     provenance, seed + 1), star-forming ones only if the task selects them; None for a set the
     ``galsim`` generator did not make."""
     from sim2obs.simgen.galsim_bulge_disk import coerce_config, draw_parameters  # deferred: ~2 s import
+    from sim2obs.simgen.population import star_forming
 
     config = dict((task.galaxy_set.provenance or {}).get("config") or {})
     if config.pop("generator", None) != "galsim":
         return None
     p = draw_parameters(coerce_config({**config, "n": CEILING_DRAW, "seed": int(config.get("seed", 0)) + 1}))
     if task.selection("train") is not None:
-        keep = p["log_sfr"] - p["log_mstar"] > LOG_SSFR_STAR_FORMING
+        keep = star_forming(p["log_mstar"], p["log_sfr"])
         p = {k: v[keep] for k, v in p.items() if np.ndim(v) == 1 and len(v) == CEILING_DRAW}
     return p
 
